@@ -1,0 +1,3 @@
+from lapidar.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The `lapidar` command line: one thin function per command; the work happens in recipes/ and inference/."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lapidar.errors import UserError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="lapidar: fine-tune Qwen2.5 on your own data, check the result, and use it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    # Offline-first: no telemetry calls, no progress bars from libraries we drive ourselves.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import warnings
+
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file; flags below override its values.")] = None,
+    model: Annotated[str | None, typer.Option(help="Preset (see `lapidar models`), hub id or directory.")] = None,
+    init: Annotated[str | None, typer.Option(help="pretrained (default) or random (real shape, random weights).")] = None,
+    data: Annotated[str | None, typer.Option(help="Training data file, or example:claims.")] = None,
+    val_data: Annotated[str | None, typer.Option(help="Validation file (default: hold out 10%).")] = None,
+    output: Annotated[str | None, typer.Option(help="Run directory (default runs/<time>-<name>).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name for the default output directory.")] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default) or full.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Forward passes per optimiser step.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="attention, mlp, all-linear or comma-separated module names.")
+    ] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Validation loss every N steps.")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0 = off).")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+) -> None:
+    """Fine-tune a model; writes config, metrics, TensorBoard logs, loss.png, weights and summary.json."""
+    overrides = {k: v for k, v in locals().items() if k != "config"}
+    from lapidar.config import load_config
+    from lapidar.recipes import train as recipe
+
+    cfg = load_config(config, overrides)
+    _quiet_libraries()
+    recipe.main(cfg, console)
+
+
+@app.command()
+def generate(
+    target: Annotated[str, typer.Argument(help="Run directory, preset name, hub id or model directory.")],
+    prompt: Annotated[str, typer.Option(help="The user message to answer.")],
+    system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Print one answer to stdout (for scripts). Notes go to stderr."""
+    from lapidar.inference.generate import SamplingOptions, load_for_inference
+    from lapidar.inference.generate import generate as gen
+
+    _quiet_libraries()
+    loaded = load_for_inference(target)
+    if loaded.random_init:
+        err_console.print(f"[yellow]{loaded.label}[/yellow]")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    text, stopped = gen(loaded, messages, SamplingOptions(max_new_tokens, temperature, top_p, seed))
+    sys.stdout.write(text + "\n")
+    if not stopped:
+        err_console.print(f"[yellow](stopped at --max-new-tokens {max_new_tokens}, not at end of answer)[/yellow]")
+
+
+@app.command()
+def chat(
+    target: Annotated[str, typer.Argument(help="Run directory, preset name, hub id or model directory.")],
+    system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Talk to a model, multi-turn, answers streamed. /reset starts over, /exit (or Ctrl-D) quits."""
+    from lapidar.inference.generate import SamplingOptions, load_for_inference, stream
+
+    _quiet_libraries()
+    loaded = load_for_inference(target)
+    console.print(f"[bold]Chatting with {loaded.label}[/bold]  (/reset to start over, /exit to quit)")
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    opts = SamplingOptions(max_new_tokens, temperature, top_p, seed)
+    while True:
+        try:
+            user = console.input("[bold cyan]you> [/bold cyan]")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            break
+        if user.strip() in {"/exit", "/quit"}:
+            break
+        if user.strip() == "/reset":
+            history = history[:1] if system else []
+            console.print("[dim](conversation cleared)[/dim]")
+            continue
+        if not user.strip():
+            continue
+        history.append({"role": "user", "content": user})
+        console.print("[bold magenta]model>[/bold magenta] ", end="")
+        pieces = []
+        for piece in stream(loaded, history, opts):
+            pieces.append(piece)
+            console.print(piece, end="", markup=False, highlight=False)
+        console.print()
+        history.append({"role": "assistant", "content": "".join(pieces)})
+
+
+@app.command()
+def models(
+    materialise: Annotated[
+        str | None, typer.Option(help="Build an embedded/random preset into the cache now and print its path.")
+    ] = None,
+) -> None:
+    """List the model presets (every Qwen2.5 size and variant, plus the embedded tiny-qwen2.5)."""
+    from rich.table import Table
+
+    from lapidar.models.loading import resolve_model
+    from lapidar.models.presets import PRESETS
+
+    if materialise:
+        _quiet_libraries()
+        console.print(str(resolve_model(materialise, "random")))
+        return
+    table = Table(title="Qwen2.5 presets (--model NAME)")
+    for col in ("preset", "hub id", "kind", "params", "layers", "hidden", "heads (kv)"):
+        table.add_column(col)
+    for p in PRESETS.values():
+        table.add_row(
+            p.name,
+            p.hub_id or "(embedded, random weights)",
+            p.kind,
+            f"{p.n_params / 1e9:.2f}B" if p.n_params > 1e8 else f"{p.n_params / 1e6:.1f}M",
+            str(p.num_hidden_layers),
+            str(p.hidden_size),
+            f"{p.num_attention_heads} ({p.num_key_value_heads})",
+        )
+    console.print(table)
+
+
+@app.command()
+def quickstart(
+    output: Annotated[str, typer.Option(help="Run directory.")] = "runs/quickstart",
+    max_steps: Annotated[int | None, typer.Option(help="Shorten the demo run.")] = None,
+) -> None:
+    """The whole job on the embedded default: train tiny-qwen2.5 on the bundled claims data, then compare answers."""
+    from lapidar.recipes import quickstart as recipe
+
+    _quiet_libraries()
+    recipe.main(output, max_steps, console)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)

@@ -1,0 +1,121 @@
+"""One typed, validated config per training run: loadable from YAML, overridable from the command line,
+saved as `config.yaml` in the run directory next to the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lapidar.errors import UserError
+from lapidar.io import write_text
+
+__all__ = ["TrainConfig", "load_config", "save_yaml"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run. Each field is also a `lapidar train` flag (`_` -> `-`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to train
+    model: str = Field("tiny-qwen2.5", description="Preset name (see `lapidar models`), hub id, or local directory.")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="`random`: build the preset at its real shape with random weights (benchmarks)."
+    )
+    method: str = Field("lora", description="Training method: lora (default) or full.")
+    # data
+    data: str | None = Field(None, description="Training file (JSON/JSONL/CSV), or `example:claims` (bundled).")
+    val_data: str | None = Field(None, description="Validation file; default: hold out `val_fraction` of data.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out when no val_data.")
+    max_length: int = Field(1024, ge=16, description="Tokens per example; longer examples are cut at the end.")
+    # where results go
+    output: str | None = Field(None, description="Run directory; default runs/<timestamp>-<name>.")
+    name: str | None = Field(None, description="Run name used in the default output directory.")
+    # optimisation
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(4, ge=1, description="Examples per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimiser step.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming the LR up.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for data order, split, initialisation and dropout.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where the hardware runs it fast (CUDA, CPU with AVX512-BF16)."
+    )
+    # LoRA
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        description="attention, mlp, all-linear, or module names (q_proj, ..., down_proj).",
+    )
+    # evaluation, checkpoints, early stopping
+    eval_steps: int = Field(50, ge=1, description="Compute validation loss every N optimiser steps.")
+    save_steps: int | None = Field(None, ge=1, description="Also write a checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Periodic checkpoints kept (the best is kept apart).")
+    patience: int | None = Field(
+        3, ge=0, description="Stop after this many evaluations without improvement; 0 or null disables it."
+    )
+    min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count.")
+    log_steps: int = Field(5, ge=1, description="Write metrics every N optimiser steps.")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "(config)"
+        if e["type"] == "extra_forbidden":
+            valid = ", ".join(TrainConfig.model_fields)
+            parts.append(f"unknown config key {field!r} in {where}; valid keys: {valid}")
+        else:
+            parts.append(f"{where}: {field}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Read a YAML config (optional), apply command-line overrides (None = not given), and validate."""
+    values: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p}: expected a mapping of config keys (key: value), got {type(loaded).__name__}")
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        where = f"{where} + command line" if path else where
+    values.update(given)
+    try:
+        return TrainConfig(**values)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, where)) from None
+
+
+def save_yaml(data: dict, path: Path) -> None:
+    """Write YAML atomically (temporary file, then rename)."""
+    write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
