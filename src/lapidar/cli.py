@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lapidar.commands import quiet_libraries
 from lapidar.errors import UserError
 
 __all__ = ["app", "main"]
@@ -24,26 +24,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _quiet_libraries() -> None:
-    # Offline-first: no telemetry calls, no progress bars from libraries we drive ourselves.
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import warnings
-
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config file; flags below override its values.")] = None,
     model: Annotated[str | None, typer.Option(help="Preset (see `lapidar models`), hub id or directory.")] = None,
-    init: Annotated[str | None, typer.Option(help="pretrained (default) or random (real shape, random weights).")] = None,
+    init: Annotated[
+        str | None, typer.Option(help="pretrained (default) or random (real shape, random weights).")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="Training data file, or example:claims.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Validation file (default: hold out 10%).")] = None,
     output: Annotated[str | None, typer.Option(help="Run directory (default runs/<time>-<name>).")] = None,
@@ -57,7 +44,7 @@ def train(
     max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha.")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha.")] = None,
     target_modules: Annotated[
         str | None, typer.Option(help="attention, mlp, all-linear or comma-separated module names.")
     ] = None,
@@ -72,7 +59,7 @@ def train(
     from lapidar.recipes import train as recipe
 
     cfg = load_config(config, overrides)
-    _quiet_libraries()
+    quiet_libraries()
     recipe.main(cfg, console)
 
 
@@ -90,7 +77,7 @@ def generate(
     from lapidar.inference.generate import SamplingOptions, load_for_inference
     from lapidar.inference.generate import generate as gen
 
-    _quiet_libraries()
+    quiet_libraries()
     loaded = load_for_inference(target)
     if loaded.random_init:
         err_console.print(f"[yellow]{loaded.label}[/yellow]")
@@ -113,7 +100,7 @@ def chat(
     """Talk to a model, multi-turn, answers streamed. /reset starts over, /exit (or Ctrl-D) quits."""
     from lapidar.inference.generate import SamplingOptions, load_for_inference, stream
 
-    _quiet_libraries()
+    quiet_libraries()
     loaded = load_for_inference(target)
     console.print(f"[bold]Chatting with {loaded.label}[/bold]  (/reset to start over, /exit to quit)")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -155,7 +142,7 @@ def models(
     from lapidar.models.presets import PRESETS
 
     if materialise:
-        _quiet_libraries()
+        quiet_libraries()
         console.print(str(resolve_model(materialise, "random")))
         return
     table = Table(title="Qwen2.5 presets (--model NAME)")
@@ -182,8 +169,13 @@ def quickstart(
     """The whole job on the embedded default: train tiny-qwen2.5 on the bundled claims data, then compare answers."""
     from lapidar.recipes import quickstart as recipe
 
-    _quiet_libraries()
+    quiet_libraries()
     recipe.main(output, max_steps, console)
+
+
+# ---- commands defined in lapidar/commands/ (one module per area), registered here --------------------------
+# (add one `app.command(...)(module.function)` line per command)
+# ---- end of registered commands -----------------------------------------------------------------------------
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
     )
     # LoRA
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],

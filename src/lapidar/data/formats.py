@@ -154,7 +154,10 @@ def _from_alpaca(row: dict, where: str) -> list[Message]:
         if not (isinstance(pair, list | tuple) and len(pair) == 2):
             raise UserError(f"{where}: field 'history[{i}]': expected a [question, answer] pair")
         out += [{"role": "user", "content": str(pair[0])}, {"role": "assistant", "content": str(pair[1])}]
-    out += [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row["output"], where, "output")}]
+    out += [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": _text(row["output"], where, "output")},
+    ]
     return out
 
 

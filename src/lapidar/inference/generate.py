@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Thread
+from typing import Any
 
 import torch
 
@@ -20,8 +21,8 @@ __all__ = ["Loaded", "SamplingOptions", "generate", "load_for_inference", "strea
 class Loaded:
     """A model ready to answer, with the tokenizer whose chat template it was trained with."""
 
-    model: object
-    tokenizer: object
+    model: Any
+    tokenizer: Any
     label: str  # what to show the user, flagged when the weights are random
     random_init: bool
 

@@ -51,7 +51,7 @@ def resolve_model(spec: str, init: str = "pretrained", seed: int = 0) -> ModelSo
     path = Path(spec).expanduser()
     if path.is_dir():
         return _local_source(spec, path)
-    if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
+    if spec.startswith((".", "/", "~")) or (os.sep in spec and spec.count("/") > 1):
         raise UserError(f"model directory not found: {spec}; pass an existing directory or a preset name")
     preset = _find_preset(spec)
     if preset is not None and (preset.hub_id is None or init == "random"):
@@ -144,7 +144,7 @@ def _materialise_random(preset: ModelPreset, seed: int) -> ModelSource:
             generator_state = torch.random.get_rng_state()
             torch.manual_seed(seed)
             dtype = torch.float32 if preset.n_params < 1e9 else torch.bfloat16
-            model = Qwen2ForCausalLM(config).to(dtype)
+            model = Qwen2ForCausalLM(config).to(dtype=dtype)  # type: ignore[call-arg]
             torch.random.set_rng_state(generator_state)
             model.save_pretrained(str(tmp))
             eos = INSTRUCT_EOS if preset.kind == "instruct" else BASE_EOS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +19,7 @@ from lapidar.recipes import train
 __all__ = ["QUICKSTART", "main"]
 
 # Tuned for the randomly initialised tiny model on 2 CPU cores: a few minutes, validation loss falls clearly.
-QUICKSTART = {
+QUICKSTART: dict[str, Any] = {
     "model": "tiny-qwen2.5",
     "data": "example:claims",
     "name": "quickstart",

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -44,7 +45,7 @@ class RunData:
     cfg: TrainConfig
     run_dir: Path
     source: ModelSource
-    tokenizer: object
+    tokenizer: Any
     train: list[Encoded]
     val: list[Encoded]
     data_format: str
@@ -223,9 +224,7 @@ def fit(run: RunData, model, console: Console) -> dict:
     steps_per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = round(cfg.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.scheduler)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.scheduler))
     stopper = EarlyStopping(cfg.patience if run.val else None, cfg.min_delta)
     log = MetricsLog(run.run_dir)
     weights_dir = run.run_dir / ("adapter" if cfg.method == "lora" else "model")
@@ -392,8 +391,19 @@ def _save_checkpoint(model, tokenizer, run_dir: Path, step: int, keep: int) -> N
 def print_summary(console: Console, summary: dict, run_dir: Path) -> None:
     """The end-of-run table."""
     table = Table(title=f"Run finished: {run_dir}", show_header=False)
-    for key in ("model", "steps", "tokens_seen", "initial_val_loss", "best_val_loss", "best_step",
-                "final_train_loss", "stop_reason", "wall_time_s", "tokens_per_s", "peak_memory_mib"):
+    for key in (
+        "model",
+        "steps",
+        "tokens_seen",
+        "initial_val_loss",
+        "best_val_loss",
+        "best_step",
+        "final_train_loss",
+        "stop_reason",
+        "wall_time_s",
+        "tokens_per_s",
+        "peak_memory_mib",
+    ):
         value = summary.get(key)
         if isinstance(value, float):
             value = f"{value:.4f}" if "loss" in key else f"{value:,.1f}"

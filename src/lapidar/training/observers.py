@@ -55,8 +55,9 @@ class MetricsLog:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, int | float):
-                    self._tb.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
-                                        value, record["step"])
+                    self._tb.add_scalar(
+                        key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, record["step"]
+                    )
 
     def close(self) -> None:
         """Flush and close both sinks."""
