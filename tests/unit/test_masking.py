@@ -1,0 +1,64 @@
+"""Label masking: loss only on the assistant's answers and the EOS after each of them."""
+
+from __future__ import annotations
+
+from lapidar.data.tokenize import IGNORE, collate, encode_conversation
+from lapidar.models.qwen import build_tokenizer
+from lapidar.models.loading import load_tokenizer
+
+
+def trained_text(tokenizer, enc):
+    return tokenizer.decode([t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != IGNORE])
+
+
+def test_only_answer_and_eos_are_trained(tokenizer):
+    msgs = [
+        {"role": "system", "content": "Sys"},
+        {"role": "user", "content": "What is the deductible?"},
+        {"role": "assistant", "content": "It is $500 (§4.2)."},
+    ]
+    enc = encode_conversation(tokenizer, msgs, max_length=512)
+    assert trained_text(tokenizer, enc) == "It is $500 (§4.2).<|im_end|>"
+    # the trailing newline after <|im_end|> and every prompt token are masked
+    assert enc.labels[-1] == IGNORE and enc.input_ids[-1] == 198
+    first_trained = next(i for i, lab in enumerate(enc.labels) if lab != IGNORE)
+    assert tokenizer.decode(enc.input_ids[:first_trained]).endswith("<|im_start|>assistant\n")
+
+
+def test_multi_turn_trains_every_answer(tokenizer):
+    msgs = [
+        {"role": "user", "content": "A?"},
+        {"role": "assistant", "content": "One."},
+        {"role": "user", "content": "B?"},
+        {"role": "assistant", "content": "Two."},
+    ]
+    enc = encode_conversation(tokenizer, msgs, max_length=512)
+    assert trained_text(tokenizer, enc) == "One.<|im_end|>Two.<|im_end|>"
+
+
+def test_truncation_keeps_lengths_and_flags(tokenizer):
+    msgs = [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok " * 50}]
+    enc = encode_conversation(tokenizer, msgs, max_length=64)
+    assert enc.truncated and len(enc.input_ids) == len(enc.labels) == 64
+
+
+def test_base_template_masks_question(tiny_source):
+    from dataclasses import replace
+
+    tok = load_tokenizer(replace(tiny_source, kind="base"))
+    enc = encode_conversation(tok, [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}], 64)
+    assert trained_text(tok, enc) == "A.<|endoftext|>"
+    assert tok.decode(enc.input_ids).startswith("### Question:\nQ?")
+    assert build_tokenizer("base").eos_token_id == 151643
+
+
+def test_collate_pads_right_and_masks(tokenizer):
+    a = encode_conversation(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], 64)
+    b = encode_conversation(
+        tokenizer, [{"role": "user", "content": "longer question"}, {"role": "assistant", "content": "z z z"}], 64
+    )
+    batch = collate([a, b], pad_id=151643)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    n = len(a.input_ids)
+    assert batch["attention_mask"][0, n:].sum() == 0 and (batch["labels"][0, n:] == IGNORE).all()
+    assert (batch["input_ids"][0, n:] == 151643).all()
