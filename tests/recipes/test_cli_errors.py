@@ -58,7 +58,7 @@ def test_broken_jsonl_row_names_file_and_line(tmp_path):
 
 
 def test_row_without_answer_names_row(tmp_path):
-    rows = qa_rows([("q", "a")]) + [{"messages": [{"role": "user", "content": "only a question"}]}]
+    rows = [*qa_rows([("q", "a")]), {"messages": [{"role": "user", "content": "only a question"}]}]
     bad = write_jsonl(tmp_path / "noanswer.jsonl", rows)
     assert_user_error(run_cli("train", "--data", str(bad)), "noanswer.jsonl: row 2", "no assistant message")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lapidar.data.tokenize import IGNORE, collate, encode_conversation
-from lapidar.models.qwen import build_tokenizer
 from lapidar.models.loading import load_tokenizer
+from lapidar.models.qwen import build_tokenizer
 
 
 def trained_text(tokenizer, enc):

@@ -47,4 +47,6 @@ def test_decode_roundtrip(tokenizer):
 
 def test_nfc_normalisation(tokenizer):
     # "e" + combining acute is normalised to "é" before BPE, as the official tokenizer does.
-    assert tokenizer.encode("cafe\u0301", add_special_tokens=False) == tokenizer.encode("café", add_special_tokens=False)
+    assert tokenizer.encode("cafe\u0301", add_special_tokens=False) == tokenizer.encode(
+        "café", add_special_tokens=False
+    )

@@ -84,7 +84,13 @@ _SHAPES = {
 # Where the official base checkpoints differ from the instruct ones (their config.json files).
 _LONG = {"max_position_embeddings": 131072}
 _EPS5 = {"rms_norm_eps": 1e-5}
-_QWEN_BASE: dict[str, dict] = {"1.5B": _LONG, "7B": _LONG, "14B": _LONG | _EPS5, "32B": _LONG | _EPS5, "72B": _LONG | _EPS5}
+_QWEN_BASE: dict[str, dict] = {
+    "1.5B": _LONG,
+    "7B": _LONG,
+    "14B": _LONG | _EPS5,
+    "32B": _LONG | _EPS5,
+    "72B": _LONG | _EPS5,
+}
 _CODER_BASE = {"14B": _EPS5, "32B": _EPS5}
 _MATH_BASE = {"72B": _EPS5}
 
