@@ -72,6 +72,7 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeating tokens (1 = off).")] = 1.0,
 ) -> None:
     """Print one answer to stdout (for scripts). Notes go to stderr."""
     from lapidar.inference.generate import SamplingOptions, load_for_inference
@@ -82,7 +83,7 @@ def generate(
     if loaded.random_init:
         err_console.print(f"[yellow]{loaded.label}[/yellow]")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    text, stopped = gen(loaded, messages, SamplingOptions(max_new_tokens, temperature, top_p, seed))
+    text, stopped = gen(loaded, messages, SamplingOptions(max_new_tokens, temperature, top_p, seed, repetition_penalty))
     sys.stdout.write(text + "\n")
     if not stopped:
         err_console.print(f"[yellow](stopped at --max-new-tokens {max_new_tokens}, not at end of answer)[/yellow]")
@@ -96,6 +97,7 @@ def chat(
     temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeating tokens (1 = off).")] = 1.0,
 ) -> None:
     """Talk to a model, multi-turn, answers streamed. /reset starts over, /exit (or Ctrl-D) quits."""
     from lapidar.inference.generate import SamplingOptions, load_for_inference, stream
@@ -104,7 +106,7 @@ def chat(
     loaded = load_for_inference(target)
     console.print(f"[bold]Chatting with {loaded.label}[/bold]  (/reset to start over, /exit to quit)")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
-    opts = SamplingOptions(max_new_tokens, temperature, top_p, seed)
+    opts = SamplingOptions(max_new_tokens, temperature, top_p, seed, repetition_penalty)
     while True:
         try:
             user = console.input("[bold cyan]you> [/bold cyan]")
@@ -175,6 +177,18 @@ def quickstart(
 
 # ---- commands defined in lapidar/commands/ (one module per area), registered here --------------------------
 # (add one `app.command(...)(module.function)` line per command)
+from lapidar.commands import export as export_cmds  # noqa: E402
+
+app.command("export")(export_cmds.export)
+app.command("predict")(export_cmds.predict)
+app.command("serve")(export_cmds.serve)
+from lapidar.commands import data as data_cmds  # noqa: E402
+
+app.add_typer(data_cmds.app, name="data", help="Check, clean, convert and split training data.")
+from lapidar.commands import evaluate as evaluate_cmds  # noqa: E402
+
+app.command("eval")(evaluate_cmds.eval_command)
+app.command("report")(evaluate_cmds.report)
 # ---- end of registered commands -----------------------------------------------------------------------------
 
 

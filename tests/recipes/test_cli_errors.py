@@ -60,7 +60,7 @@ def test_broken_jsonl_row_names_file_and_line(tmp_path):
 def test_row_without_answer_names_row(tmp_path):
     rows = [*qa_rows([("q", "a")]), {"messages": [{"role": "user", "content": "only a question"}]}]
     bad = write_jsonl(tmp_path / "noanswer.jsonl", rows)
-    assert_user_error(run_cli("train", "--data", str(bad)), "noanswer.jsonl: row 2", "no assistant message")
+    assert_user_error(run_cli("train", "--data", str(bad)), "noanswer.jsonl: line 2", "no assistant message")
 
 
 def test_generate_on_a_non_run_directory(tmp_path):

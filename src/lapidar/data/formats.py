@@ -1,32 +1,127 @@
-"""Read training files and convert each row into one internal form: a list of chat messages.
+"""Data formats: detect which one a file is in and convert every row into one internal form, `Example`.
 
-Readers (by file extension) yield `(row_number, dict)`; formats (a registry: name -> detector + converter) turn a
-row into `[{"role": ..., "content": ...}, ...]`. Every error names the file, the row and the field.
+Files are read by `lapidar.data.readers` (JSON, JSONL, CSV/TSV, Parquet, text, directories); the formats below are
+a registry, `name -> Format(kind, identifying fields, converter)`. Detection looks at every row: each row's fields
+select the formats it fits (the most specific wins: `instruction, output` beats `input, output`; a `text` column
+only decides when nothing else fits). A file whose rows fit different formats, or a row that fits two, is an error
+that names the candidates; `--format NAME` forces one, and `--columns prompt=COL,...` maps other column names.
+
+Four kinds of data come out, so a training objective can pick what it understands:
+
+- `sft`: chat conversations ending with an assistant answer (`Example.messages`);
+- `text`: raw text for continued pretraining (`Example.text`);
+- `preference`: a prompt (`messages`) with a `chosen` and a `rejected` answer (DPO-style);
+- `feedback`: a prompt with one `completion` and a thumbs-up/down `label` (KTO-style).
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.resources
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lapidar.data.readers import Row, read_rows
 from lapidar.errors import UserError, unknown_choice
 
-__all__ = ["FORMATS", "Example", "bundled_example", "detect_format", "load_examples", "read_rows"]
+__all__ = [
+    "FIELD_NAMES",
+    "FORMATS",
+    "KINDS",
+    "Dataset",
+    "Example",
+    "Format",
+    "Message",
+    "bundled_example",
+    "convert_rows",
+    "detect_format",
+    "load_dataset",
+    "load_examples",
+    "parse_columns",
+    "parse_label",
+    "require_kind",
+]
 
 Message = dict[str, str]
+KINDS = ("sft", "text", "preference", "feedback")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One training example: chat messages ending with an assistant answer, and where it came from."""
+    """One example in lapidar's internal form, and where it came from.
+
+    `messages` is the whole conversation for `sft` rows and the prompt turns for `preference`/`feedback` rows; the
+    other fields are set only for the kinds that use them.
+    """
 
     messages: list[Message]
-    source: str  # "file:row"
+    source: str  # "file: line 3", for error messages
+    kind: str = "sft"
+    text: str | None = None  # text: the raw text
+    chosen: list[Message] | None = None  # preference: the preferred answer turn(s)
+    rejected: list[Message] | None = None  # preference: the worse answer turn(s)
+    completion: list[Message] | None = None  # feedback: the rated answer turn(s)
+    label: bool | None = None  # feedback: True = good (👍), False = bad (👎)
+    tools: list[Any] | None = None  # function-calling tool specs the conversation may use
+    ref: str = ""  # "line 3", or "sub/a.jsonl: line 3" in a directory — how reports point at the row
+
+    def conversations(self) -> list[list[Message]]:
+        """The full conversations a model would be trained on (prompt + each answer); none for raw text."""
+        if self.kind == "preference":
+            return [self.messages + (self.chosen or []), self.messages + (self.rejected or [])]
+        if self.kind == "feedback":
+            return [self.messages + (self.completion or [])]
+        if self.kind == "text":
+            return []
+        return [self.messages]
+
+    def answers(self) -> list[tuple[str, str]]:
+        """`(field, text)` of every piece the model learns to produce: assistant turns, chosen/rejected, text."""
+        if self.kind == "text":
+            return [("text", self.text or "")]
+        if self.kind == "preference":
+            return [("chosen", m["content"]) for m in self.chosen or [] if m["role"] == "assistant"] + [
+                ("rejected", m["content"]) for m in self.rejected or [] if m["role"] == "assistant"
+            ]
+        if self.kind == "feedback":
+            return [("completion", m["content"]) for m in self.completion or [] if m["role"] == "assistant"]
+        return [("assistant", m["content"]) for m in self.messages if m["role"] == "assistant"]
+
+    def final_answer(self) -> str:
+        """The answer that ends the example (the chosen one for preference rows)."""
+        answers = [text for name, text in self.answers() if name != "rejected"]
+        return answers[-1] if answers else ""
+
+    def prompt(self) -> list[Message]:
+        """The turns before the final answer."""
+        if self.kind in ("preference", "feedback"):
+            return self.messages
+        last = max((i for i, m in enumerate(self.messages) if m["role"] == "assistant"), default=len(self.messages))
+        return self.messages[:last]
+
+    def fields(self) -> list[tuple[str, str]]:
+        """`(field, text)` of every piece of text in the example (field = role, or chosen/rejected/...)."""
+        out = [(m["role"], m["content"]) for m in self.messages]
+        if self.kind == "text":
+            out.append(("text", self.text or ""))
+        for name, turns in (("chosen", self.chosen), ("rejected", self.rejected), ("completion", self.completion)):
+            out += [(name if m["role"] == "assistant" else m["role"], m["content"]) for m in turns or []]
+        return out
+
+
+@dataclass
+class Dataset:
+    """A loaded file: its raw rows, the converted examples (one per row, same order) and the detected format."""
+
+    path: Path
+    rows: list[Row]
+    examples: list[Example]
+    fmt: str
+    reason: str  # why this format: "every row has the fields instruction, output" / "chosen with --format"
+    kind: str
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 def bundled_example(name: str) -> tuple[Path, Path]:
@@ -39,194 +134,471 @@ def bundled_example(name: str) -> tuple[Path, Path]:
     return Path(str(files.joinpath(train))), Path(str(files.joinpath(val)))
 
 
-# ---------------------------------------------------------------- readers
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno}); each line of a .jsonl "
-                    "file must be one JSON object"
-                ) from None
-
-
-def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise UserError(f"{path}: expected a JSON array of rows (or an object holding one array of rows)")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
-    yield from enumerate(data, start=1)
-
-
-def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
-    try:
-        dialect: Any = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-    except csv.Error:
-        dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    reader = csv.DictReader(text.splitlines(keepends=True), dialect=dialect)
-    for i, row in enumerate(reader, start=2):  # row 1 is the header
-        yield i, {k: v for k, v in row.items() if k is not None}
-
-
-READERS: dict[str, Callable[[Path], Iterator[tuple[int, Any]]]] = {
-    ".jsonl": _read_jsonl,
-    ".json": _read_json,
-    ".csv": _read_csv,
-    ".tsv": _read_csv,
-}
-
-
-def read_rows(path: Path) -> list[tuple[int, Any]]:
-    """Read every row of a data file as `(row_number, value)`."""
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise unknown_choice(f"data file type for {path}", path.suffix or "(none)", list(READERS))
-    try:
-        return list(reader(path))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: byte {e.start}: not UTF-8 text; re-save the file as UTF-8") from None
-
-
-# ---------------------------------------------------------------- formats
+# ---------------------------------------------------------------- field helpers
 
 
 def _text(value: Any, where: str, field: str) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"{where}: field {field!r}: expected text, got {type(value).__name__}")
+    """A text field; null counts as empty (the quality report flags it), numbers become text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise UserError(f"{where}: field {field!r}: expected text, got {type(value).__name__}")
+
+
+def _json_cell(value: Any) -> Any:
+    """CSV and Parquet cells hold nested values as JSON text; decode them when they look like JSON."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
     return value
 
 
-def _from_messages(row: dict, where: str) -> list[Message]:
-    msgs = row["messages"]
-    if not isinstance(msgs, list):
-        raise UserError(f"{where}: field 'messages': expected a list of {{role, content}} objects")
+def _list(value: Any, where: str, field: str, what: str) -> list:
+    value = _json_cell(value)
+    if not isinstance(value, list):
+        raise UserError(f"{where}: field {field!r}: expected a list of {what}, got {type(value).__name__}")
+    return value
+
+
+_ROLES = {
+    # OpenAI / TRL
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    # ShareGPT
+    "human": "user",
+    "gpt": "assistant",
+    "observation": "tool",
+    "function_call": "assistant",
+}
+
+
+def _tool_call_text(payload: Any) -> str:
+    """A tool call as Qwen2.5's chat template writes it: `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`."""
+    if isinstance(payload, str):
+        return f"<tool_call>\n{payload.strip()}\n</tool_call>"
+    return f"<tool_call>\n{json.dumps(payload, ensure_ascii=False)}\n</tool_call>"
+
+
+def _content(value: Any, where: str, field: str) -> str:
+    """Message content: text, or OpenAI-style parts `[{type: text, text: ...}]` (text parts only)."""
+    if isinstance(value, list):
+        parts = []
+        for j, part in enumerate(value):
+            if not (isinstance(part, dict) and part.get("type") == "text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise UserError(f"{where}: field '{field}[{j}]': only text parts are supported, got {kind!r}")
+            parts.append(_text(part.get("text"), where, f"{field}[{j}].text"))
+        return "".join(parts)
+    return _text(value, where, field)
+
+
+def _turns(value: Any, where: str, field: str) -> list[Message]:
+    """A list of turns in either style — `{role, content}` (OpenAI, TRL) or `{from, value}` (ShareGPT)."""
     out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise UserError(f"{where}: field 'messages[{i}]': expected an object with 'role' and 'content'")
-        out.append({"role": m["role"], "content": _text(m["content"], where, f"messages[{i}].content")})
-    return out
-
-
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-
-
-def _from_sharegpt(row: dict, where: str) -> list[Message]:
-    turns = row["conversations"]
-    if not isinstance(turns, list):
-        raise UserError(f"{where}: field 'conversations': expected a list of {{from, value}} objects")
-    out = [{"role": "system", "content": _text(row["system"], where, "system")}] if row.get("system") else []
-    for i, t in enumerate(turns):
-        if not isinstance(t, dict) or "from" not in t or "value" not in t:
-            raise UserError(f"{where}: field 'conversations[{i}]': expected an object with 'from' and 'value'")
-        role = _SHAREGPT_ROLES.get(str(t["from"]).lower())
+    for i, t in enumerate(_list(value, where, field, "{role, content} or {from, value} objects")):
+        f = f"{field}[{i}]"
+        if isinstance(t, dict) and "role" in t:
+            speaker, text_key = t["role"], "content"
+        elif isinstance(t, dict) and "from" in t:
+            speaker, text_key = t["from"], "value"
+        else:
+            raise UserError(f"{where}: field {f!r}: expected an object with 'role' and 'content' (or 'from', 'value')")
+        role = _ROLES.get(str(speaker).lower())
         if role is None:
             raise UserError(
-                f"{where}: field 'conversations[{i}].from': unknown speaker {t['from']!r}; "
-                f"expected one of {', '.join(_SHAREGPT_ROLES)}"
+                f"{where}: field '{f}.{'role' if text_key == 'content' else 'from'}': unknown speaker {speaker!r}; "
+                f"expected one of {', '.join(_ROLES)}"
             )
-        out.append({"role": role, "content": _text(t["value"], where, f"conversations[{i}].value")})
+        if str(speaker).lower() == "function_call":
+            content = _tool_call_text(_json_cell(t.get(text_key)))
+        else:
+            content = _content(t.get(text_key), where, f"{f}.{text_key}")
+        for j, call in enumerate(t.get("tool_calls") or []):  # OpenAI: the assistant calls a function
+            fn = call.get("function", call) if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or "name" not in fn:
+                raise UserError(f"{where}: field '{f}.tool_calls[{j}]': expected {{function: {{name, arguments}}}}")
+            payload = {"name": fn["name"], "arguments": _json_cell(fn.get("arguments", {}))}
+            content = (content + "\n" if content else "") + _tool_call_text(payload)
+        out.append({"role": role, "content": content})
     return out
 
 
-def _from_alpaca(row: dict, where: str) -> list[Message]:
+def _prompt(value: Any, where: str, field: str) -> list[Message]:
+    """A prompt: plain text (one user turn) or a list of turns."""
+    value = _json_cell(value)
+    return (
+        _turns(value, where, field)
+        if isinstance(value, list)
+        else [{"role": "user", "content": _text(value, where, field)}]
+    )
+
+
+def _answer(value: Any, where: str, field: str) -> list[Message]:
+    """An answer: plain text (one assistant turn), one turn object, or a list of turns."""
+    value = _json_cell(value)
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        return _turns(value, where, field)
+    return [{"role": "assistant", "content": _text(value, where, field)}]
+
+
+def _system(row: dict, where: str) -> list[Message]:
+    text = _text(row.get("system"), where, "system")
+    return [{"role": "system", "content": text}] if text else []
+
+
+def _tools(row: dict, where: str) -> dict[str, Any]:
+    if row.get("tools") in (None, "", []):
+        return {}
+    return {"tools": _list(row["tools"], where, "tools", "tool specs")}
+
+
+def _with_system(row: dict, where: str, turns: list[Message]) -> list[Message]:
+    return turns if turns and turns[0]["role"] == "system" else _system(row, where) + turns
+
+
+def _alpaca_prompt(row: dict, where: str) -> list[Message]:
     prompt = _text(row["instruction"], where, "instruction")
-    if row.get("input"):
-        prompt = f"{prompt}\n\n{_text(row['input'], where, 'input')}"
-    out = [{"role": "system", "content": _text(row["system"], where, "system")}] if row.get("system") else []
-    for i, pair in enumerate(row.get("history") or []):
+    extra = _text(row.get("input"), where, "input")
+    if extra:
+        prompt = f"{prompt}\n\n{extra}"
+    out = _system(row, where)
+    for i, pair in enumerate(_list(row.get("history") or [], where, "history", "[question, answer] pairs")):
         if not (isinstance(pair, list | tuple) and len(pair) == 2):
             raise UserError(f"{where}: field 'history[{i}]': expected a [question, answer] pair")
-        out += [{"role": "user", "content": str(pair[0])}, {"role": "assistant", "content": str(pair[1])}]
-    out += [
-        {"role": "user", "content": prompt},
-        {"role": "assistant", "content": _text(row["output"], where, "output")},
-    ]
-    return out
-
-
-def _pair(prompt_key: str, answer_key: str) -> Callable[[dict, str], list[Message]]:
-    def convert(row: dict, where: str) -> list[Message]:
-        return [
-            {"role": "user", "content": _text(row[prompt_key], where, prompt_key)},
-            {"role": "assistant", "content": _text(row[answer_key], where, answer_key)},
+        out += [
+            {"role": "user", "content": _text(pair[0], where, f"history[{i}][0]")},
+            {"role": "assistant", "content": _text(pair[1], where, f"history[{i}][1]")},
         ]
+    return [*out, {"role": "user", "content": prompt}]
+
+
+# ---------------------------------------------------------------- converters: row -> Example fields
+
+
+def _from_messages(row: dict, where: str) -> dict[str, Any]:
+    return {"messages": _turns(row["messages"], where, "messages"), **_tools(row, where)}
+
+
+def _from_sharegpt(row: dict, where: str) -> dict[str, Any]:
+    return {
+        "messages": _with_system(row, where, _turns(row["conversations"], where, "conversations")),
+        **_tools(row, where),
+    }
+
+
+def _from_alpaca(row: dict, where: str) -> dict[str, Any]:
+    answer = {"role": "assistant", "content": _text(row["output"], where, "output")}
+    return {"messages": [*_alpaca_prompt(row, where), answer]}
+
+
+def _pair(prompt_key: str, answer_key: str) -> Callable[[dict, str], dict[str, Any]]:
+    def convert(row: dict, where: str) -> dict[str, Any]:
+        prompt = _with_system(row, where, _prompt(row[prompt_key], where, prompt_key))
+        return {"messages": prompt + _answer(row[answer_key], where, answer_key), **_tools(row, where)}
 
     return convert
 
 
-# name -> (fields that identify it, converter). Checked in order; the first whose fields are all present wins.
-FORMATS: dict[str, tuple[tuple[str, ...], Callable[[dict, str], list[Message]]]] = {
-    "messages": (("messages",), _from_messages),
-    "sharegpt": (("conversations",), _from_sharegpt),
-    "alpaca": (("instruction", "output"), _from_alpaca),
-    "prompt-completion": (("prompt", "completion"), _pair("prompt", "completion")),
-    "question-answer": (("question", "answer"), _pair("question", "answer")),
-    "input-output": (("input", "output"), _pair("input", "output")),
+def _from_text(row: dict, where: str) -> dict[str, Any]:
+    return {"messages": [], "text": _text(row["text"], where, "text")}
+
+
+def _from_preference(row: dict, where: str) -> dict[str, Any]:
+    chosen, rejected = _answer(row["chosen"], where, "chosen"), _answer(row["rejected"], where, "rejected")
+    if row.get("conversations") is not None:
+        prompt = _with_system(row, where, _turns(row["conversations"], where, "conversations"))
+    elif row.get("prompt") is not None:
+        prompt = _with_system(row, where, _prompt(row["prompt"], where, "prompt"))
+    elif row.get("instruction") is not None:
+        prompt = _alpaca_prompt(row, where)
+    elif row.get("question") is not None:
+        prompt = _with_system(row, where, _prompt(row["question"], where, "question"))
+    else:
+        # TRL's implicit prompt: chosen and rejected are whole conversations that share their first turns.
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        prompt, chosen, rejected = _with_system(row, where, chosen[:n]), chosen[n:], rejected[n:]
+    return {"messages": prompt, "chosen": chosen, "rejected": rejected, **_tools(row, where)}
+
+
+_GOOD = {"true", "1", "1.0", "yes", "y", "up", "good", "👍", "+1", "thumbs_up", "thumbsup", "desirable"}
+_BAD = {"false", "0", "0.0", "no", "n", "down", "bad", "👎", "-1", "thumbs_down", "thumbsdown", "undesirable"}
+
+
+def parse_label(value: Any, where: str, field: str = "label") -> bool:
+    """A feedback label: true/false, 1/0, yes/no, up/down, good/bad, 👍/👎 (any skin tone)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    for mark in ("👍", "👎"):
+        if text.startswith(mark):
+            text = mark  # drop skin-tone modifiers
+    if text in _GOOD:
+        return True
+    if text in _BAD:
+        return False
+    raise UserError(
+        f"{where}: field {field!r}: {value!r} is not a feedback label; use true/false, 1/0, yes/no, up/down, "
+        "good/bad or 👍/👎"
+    )
+
+
+def _from_sharegpt_feedback(row: dict, where: str) -> dict[str, Any]:
+    """LLaMA-Factory's KTO layout: a ShareGPT conversation whose last answer is rated by `kto_tag`."""
+    turns = _with_system(row, where, _turns(row["conversations"], where, "conversations"))
+    last = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=len(turns))
+    label = parse_label(row["kto_tag"], where, "kto_tag")
+    return {"messages": turns[:last], "completion": turns[last:], "label": label, **_tools(row, where)}
+
+
+def _from_feedback(row: dict, where: str) -> dict[str, Any]:
+    prompt = _with_system(row, where, _prompt(row["prompt"], where, "prompt"))
+    completion = _answer(row["completion"], where, "completion")
+    return {
+        "messages": prompt,
+        "completion": completion,
+        "label": parse_label(row["label"], where),
+        **_tools(row, where),
+    }
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Format:
+    """A data format: the kind of data it holds, the fields that identify it, and its converter."""
+
+    kind: str
+    keys: tuple[str, ...]
+    convert: Callable[[dict, str], dict[str, Any]]
+    looks_like: str  # one-line description for messages and --help
+    optional: tuple[str, ...] = ("system", "tools")  # other fields it reads (the rest are reported as unused)
+
+
+FORMATS: dict[str, Format] = {
+    "messages": Format("sft", ("messages",), _from_messages, "messages: [{role, content}, ...] (OpenAI/TRL)"),
+    "sharegpt": Format(
+        "sft", ("conversations",), _from_sharegpt, "conversations: [{from: human|gpt|..., value}], system?, tools?"
+    ),
+    "alpaca": Format(
+        "sft",
+        ("instruction", "output"),
+        _from_alpaca,
+        "instruction, input?, output, system?, history?",
+        ("input", "system", "history"),
+    ),
+    "prompt-completion": Format("sft", ("prompt", "completion"), _pair("prompt", "completion"), "prompt, completion"),
+    "question-answer": Format("sft", ("question", "answer"), _pair("question", "answer"), "question, answer"),
+    "input-output": Format("sft", ("input", "output"), _pair("input", "output"), "input, output"),
+    "text": Format("text", ("text",), _from_text, "text (raw text for continued pretraining)", ()),
+    "preference": Format(
+        "preference",
+        ("chosen", "rejected"),
+        _from_preference,
+        "prompt?, chosen, rejected (text or message lists)",
+        ("prompt", "instruction", "input", "question", "history", "system", "tools"),
+    ),
+    "sharegpt-preference": Format(
+        "preference",
+        ("conversations", "chosen", "rejected"),
+        _from_preference,
+        "conversations, chosen: {from, value}, rejected: {from, value}",
+    ),
+    "feedback": Format("feedback", ("prompt", "completion", "label"), _from_feedback, "prompt, completion, label"),
+    "sharegpt-feedback": Format(
+        "feedback", ("conversations", "kto_tag"), _from_sharegpt_feedback, "conversations, kto_tag (true/false)"
+    ),
+}
+
+# Ties the subset rule cannot break: alpaca's optional `input` makes its rows fit input-output too.
+_SHADOWS = {"alpaca": ("input-output",)}
+
+# Every field name a format reads: the targets `--columns` may map onto.
+FIELD_NAMES = sorted(
+    {k for f in FORMATS.values() for k in f.keys} | {"system", "history", "tools", "prompt", "instruction"}
+)
+
+
+def _candidates(row: dict) -> list[str]:
+    present = {k for k, v in row.items() if v is not None}
+    fits = [n for n, f in FORMATS.items() if set(f.keys) <= present]
+    fits = [n for n in fits if not any(set(FORMATS[n].keys) < set(FORMATS[m].keys) for m in fits)]
+    fits = [n for n in fits if not any(n in _SHADOWS.get(m, ()) for m in fits)]
+    if len(fits) > 1 and "text" in fits:
+        fits.remove("text")  # `text` is a common extra column; it decides the format only on its own
+    return fits
+
+
+def _first(refs: list[str], n: int = 3) -> str:
+    return ", ".join(refs[:n]) + (", …" if len(refs) > n else "")
+
+
+def detect_format(rows: list[Row], values: list[Any] | None = None) -> tuple[str, str]:
+    """Name the format every row is in, and why; a mixed, ambiguous or unknown file is a UserError."""
+    values = values if values is not None else [r.value for r in rows]
+    fits: dict[str, list[str]] = {}
+    for row, value in zip(rows, values, strict=True):
+        if not isinstance(value, dict):
+            raise UserError(f"{row.where}: expected an object (one example) per row, got {type(value).__name__}")
+        c = _candidates(value)
+        if len(c) > 1:
+            options = "; ".join(f"{n} ({', '.join(FORMATS[n].keys)})" for n in c)
+            raise UserError(
+                f"{row.where}: the fields {sorted(value)} fit several formats — {options}; choose one with "
+                f"--format {c[0]}"
+            )
+        fits.setdefault(c[0] if c else "", []).append(row.ref)
+    if "" in fits:
+        bad = next(r for r, v in zip(rows, values, strict=True) if not _candidates(v))
+        others = [n for n in fits if n]
+        hint = f"the other rows are {others[0]} ({', '.join(FORMATS[others[0]].keys)}); " if len(others) == 1 else ""
+        wanted = "; ".join(f"{n}: {f.looks_like}" for n, f in FORMATS.items())
+        raise UserError(
+            f"{bad.where}: cannot tell the format from fields {sorted(bad.value)}; {hint}expected one of — {wanted}; "
+            "or map your column names with --columns prompt=COLUMN,completion=COLUMN"
+        )
+    if len(fits) > 1:
+        parts = sorted(fits.items(), key=lambda kv: -len(kv[1]))
+        listing = "; ".join(
+            f"{len(refs)} row{' looks' if len(refs) == 1 else 's look'} like {n} (first: {_first(refs)})"
+            for n, refs in parts
+        )
+        raise UserError(
+            f"{rows[0].path}: mixed formats — {listing}; keep one format per file, or force one with --format NAME"
+        )
+    fmt = next(iter(fits))
+    spec = FORMATS[fmt]
+    unused = sorted({k for v in values for k in v} - set(spec.keys) - set(spec.optional))
+    reason = f"every row has the fields {', '.join(spec.keys)}"
+    if unused:
+        # A `label` next to `text`, say, is easy to miss: say what is ignored, so a mapping can be added.
+        shown = ", ".join(unused[:6]) + (", …" if len(unused) > 6 else "")
+        reason += f"; not used: {shown} (map them with --columns if they matter)"
+    return fmt, reason
+
+
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """`--columns prompt=pergunta,completion=resposta` -> {"prompt": "pergunta", "completion": "resposta"}."""
+    mapping: dict[str, str] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        target, sep, source = (s.strip() for s in part.partition("="))
+        if not sep or not target or not source:
+            raise UserError(f"--columns: {part.strip()!r} is not FIELD=COLUMN; e.g. --columns prompt=pergunta")
+        if target not in FIELD_NAMES:
+            raise unknown_choice("--columns field", target, FIELD_NAMES)
+        mapping[target] = source
+    return mapping
+
+
+def _map_columns(row: Row, mapping: dict[str, str]) -> Any:
+    value = row.value
+    if not mapping or not isinstance(value, dict):
+        return value
+    for target, source in mapping.items():
+        if source not in value:
+            raise UserError(
+                f"{row.where}: no column {source!r} (mapped to {target} by --columns); the row has {sorted(value)}"
+            )
+    out = {k: v for k, v in value.items() if k not in mapping.values()}
+    out.update({target: value[source] for target, source in mapping.items()})
+    return out
+
+
+def load_dataset(path: Path, fmt: str | None = None, columns: dict[str, str] | None = None) -> Dataset:
+    """Read a file (or directory), detect or apply its format and convert every row.
+
+    Content problems (empty answers, odd text) are left for the quality report; structural ones (a missing field,
+    a wrong type) are a UserError naming the row and the field.
+    """
+    rows = read_rows(path)
+    if not rows:
+        raise UserError(f"{path}: the file holds no rows")
+    columns = columns or {}
+    values = [_map_columns(r, columns) for r in rows]
+    if fmt is None:
+        fmt, reason = detect_format(rows, values)
+    elif fmt not in FORMATS:
+        raise unknown_choice("data format", fmt, list(FORMATS))
+    else:
+        reason = "chosen with --format"
+    if columns:
+        reason += " (after --columns " + ",".join(f"{t}={s}" for t, s in columns.items()) + ")"
+    examples = convert_rows(rows, fmt, columns, values)
+    return Dataset(path, rows, examples, fmt, reason, FORMATS[fmt].kind, columns)
+
+
+def convert_rows(
+    rows: list[Row], fmt: str, columns: dict[str, str] | None = None, values: list[Any] | None = None
+) -> list[Example]:
+    """Convert raw rows in format `fmt` (after the `--columns` mapping) into examples, one per row."""
+    spec = FORMATS[fmt]
+    values = values if values is not None else [_map_columns(r, columns or {}) for r in rows]
+    examples = []
+    for row, value in zip(rows, values, strict=True):
+        if not isinstance(value, dict):
+            raise UserError(f"{row.where}: expected an object (one example) per row, got {type(value).__name__}")
+        missing = [k for k in spec.keys if value.get(k) is None]
+        if missing:
+            raise UserError(
+                f"{row.where}: missing field {missing[0]!r} (the file is in {fmt} format, which needs "
+                f"{', '.join(spec.keys)}); fix the row or remove it"
+            )
+        fields = spec.convert(value, row.where)
+        examples.append(Example(**fields, source=row.where, kind=spec.kind, ref=row.ref))
+    return examples
+
+
+_KIND_WORDS = {
+    "sft": "chat rows (messages, sharegpt, alpaca, prompt/completion ...)",
+    "text": "raw text (a `text` field, or .txt/.md files)",
+    "preference": "preference rows (prompt, chosen, rejected)",
+    "feedback": "feedback rows (prompt, completion, label)",
 }
 
 
-def detect_format(row: Any, where: str) -> str:
-    """Name the format of one row from the fields it has."""
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object per row, got {type(row).__name__}")
-    for name, (keys, _) in FORMATS.items():
-        if all(k in row for k in keys):
-            return name
-    wanted = "; ".join(f"{n}: {', '.join(k)}" for n, (k, _) in FORMATS.items())
-    raise UserError(f"{where}: cannot tell the format from fields {sorted(row)}; expected one of — {wanted}")
+def require_kind(ds: Dataset, kinds: tuple[str, ...], needed_by: str = "this command") -> None:
+    """Fail clearly when a caller that needs, e.g., chat rows is given preference or raw-text data."""
+    if ds.kind not in kinds:
+        wanted = " or ".join(_KIND_WORDS[k] for k in kinds)
+        raise UserError(
+            f"{ds.path}: the rows are {_KIND_WORDS[ds.kind]} — format {ds.fmt}, {ds.reason}; {needed_by} needs "
+            f"{wanted}. Check it with `lapidar data check {ds.path}`"
+        )
 
 
 def _check_conversation(messages: list[Message], where: str) -> None:
     roles = [m["role"] for m in messages]
-    allowed = {"system", "user", "assistant", "tool"}
-    for i, r in enumerate(roles):
-        if r not in allowed:
-            raise UserError(f"{where}: message {i}: unknown role {r!r}; expected one of {', '.join(sorted(allowed))}")
     if "assistant" not in roles:
         raise UserError(f"{where}: no assistant message, so there is nothing to learn; add the expected answer")
     if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
         raise UserError(f"{where}: every assistant answer is empty; fill in the answer or remove the row")
 
 
-def load_examples(path: Path, fmt: str | None = None) -> tuple[list[Example], str]:
-    """Read a file and convert every row to messages. Returns (examples, format name)."""
-    rows = read_rows(path)
-    if not rows:
-        raise UserError(f"{path}: the file holds no rows")
-    if fmt is None:
-        fmt = detect_format(rows[0][1], f"{path}: row {rows[0][0]}")
-    elif fmt not in FORMATS:
-        raise unknown_choice("data format", fmt, list(FORMATS))
-    keys, convert = FORMATS[fmt]
-    examples = []
-    for rowno, row in rows:
-        where = f"{path}: row {rowno}"
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        missing = [k for k in keys if k not in row]
-        if missing:
-            raise UserError(
-                f"{where}: missing field {missing[0]!r} (the file's first row is in {fmt} format, which needs "
-                f"{', '.join(keys)}); fix the row or remove it"
-            )
-        messages = convert(row, where)
-        _check_conversation(messages, where)
-        examples.append(Example(messages=messages, source=where))
-    return examples, fmt
+def load_examples(
+    path: Path, fmt: str | None = None, *, columns: dict[str, str] | None = None, kinds: tuple[str, ...] = ("sft",)
+) -> tuple[list[Example], str]:
+    """Read a file of training rows; returns (examples, format name). By default only chat (SFT) data is accepted.
+
+    Chat rows without an answer are refused here, one row at a time; `lapidar data check` lists them all.
+    """
+    ds = load_dataset(path, fmt, columns)
+    require_kind(ds, kinds, "supervised fine-tuning (`lapidar train`)" if kinds == ("sft",) else "this command")
+    if ds.kind == "sft":
+        for ex in ds.examples:
+            _check_conversation(ex.messages, ex.source)
+    return ds.examples, ds.fmt

@@ -12,10 +12,13 @@ Quantisation beyond q8_0 (and q8_0 too when it is installed) is llama.cpp's own 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +243,24 @@ def quantize_gguf(source: Path, target: Path, quant: str, threads: int | None = 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, q.llama_ftype)
     params.nthread = threads or max(1, (os.cpu_count() or 1))
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    with _captured_stderr() as log:
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if rc != 0 or not target.is_file():
-        raise RuntimeError(f"llama.cpp failed to quantise {source} to {quant} (return code {rc})")
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        raise RuntimeError(f"llama.cpp failed to quantise {source} to {quant} (return code {rc}):\n{tail}")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Path]:
+    """Send the C library's stderr (llama.cpp logs a line per tensor) to a file, shown only on failure."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "llama.log"
+        with log.open("wb") as f:
+            os.dup2(f.fileno(), 2)
+            try:
+                yield log
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)

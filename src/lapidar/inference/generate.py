@@ -35,6 +35,7 @@ class SamplingOptions:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0  # > 1 discourages repeating tokens (CTRL, arXiv:1909.05858)
 
 
 def load_for_inference(target: str, checkpoint: str | None = None) -> Loaded:
@@ -88,6 +89,7 @@ def _gen_kwargs(loaded: Loaded, opts: SamplingOptions) -> dict:
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": tok.pad_token_id,
         "do_sample": opts.temperature > 0,
+        "repetition_penalty": opts.repetition_penalty,
     }
     if opts.temperature > 0:
         kwargs.update(temperature=opts.temperature, top_p=opts.top_p, top_k=0)

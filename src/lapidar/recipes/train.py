@@ -26,6 +26,7 @@ from rich.table import Table
 
 from lapidar.config import TrainConfig, save_yaml
 from lapidar.data.formats import Example, bundled_example, load_examples
+from lapidar.data.quality import fatal_findings, raise_on_fatal
 from lapidar.data.tokenize import Encoded, answer_spans, collate, encode_conversation
 from lapidar.errors import UserError, unknown_choice
 from lapidar.io import atomic_dir, write_json
@@ -113,6 +114,8 @@ def setup(cfg: TrainConfig, console: Console) -> RunData:
 
     source = resolve_model(cfg.model, cfg.init)
     tokenizer = load_tokenizer(source)
+    # The fatal data checks of `lapidar data check` run before any model weights are loaded.
+    raise_on_fatal(fatal_findings(examples, tokenizer, cfg.max_length, val_examples), cfg.data)
     train = _encode_all(tokenizer, examples, cfg.max_length, notes, "training")
     val = _encode_all(tokenizer, val_examples, cfg.max_length, notes, "validation")
     if not train:

@@ -1,0 +1,290 @@
+"""Rows in and out of files: JSON, JSONL, CSV/TSV, Parquet, plain text/Markdown, and directories of them.
+
+Every row keeps where it came from, so each message can point at it: `line N` for JSONL (the physical line) and
+text files (the line a block starts on), `row N` for JSON arrays and Parquet (1-based) and for CSV/TSV (the
+spreadsheet row: the header is row 1, so a quoted cell spanning several lines still counts as one row).
+
+Plain `.txt`/`.md` files are raw text for continued pretraining. They are split into blocks at blank lines (one or
+more empty lines), one example per block — the same unit as `datasets`' text loader with `sample_by="paragraph"`.
+Blocks, rather than whole files, give duplicate detection, length checks and train/validation splits a useful
+granularity; an objective that wants long documents packs consecutive blocks back together.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lapidar.errors import UserError, unknown_choice
+from lapidar.io import write_text
+
+__all__ = ["READERS", "WRITERS", "Row", "read_rows", "write_rows"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw row: its value (usually a dict), the file it came from and its position there."""
+
+    value: Any
+    path: Path
+    ref: str  # "line 3" / "row 3", or "sub/a.jsonl: line 3" when the input is a directory
+
+    @property
+    def where(self) -> str:
+        """`file: line N`, for error messages."""
+        return f"{self.path}: {self.ref.rsplit(': ', 1)[-1]}"
+
+
+# ---------------------------------------------------------------- readers: Path -> [(ref, value)]
+
+
+def _decode(path: Path) -> str:
+    """Read a text file as UTF-8 (BOM allowed); UTF-16 with a BOM (Excel's "Unicode text") is accepted too."""
+    raw = path.read_bytes()
+    try:
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: line {line}: byte {e.start} is not UTF-8 text; re-save the file as UTF-8 "
+            "(in Excel: Save As > CSV UTF-8)"
+        ) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    for lineno, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {lineno}", json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno}); each line of a .jsonl "
+                "file must be one JSON object"
+            ) from None
+
+
+def _columns_to_rows(path: Path, data: dict) -> list[dict] | None:
+    """Column-oriented JSON (`{"col": [v1, v2]}` or pandas' `{"col": {"0": v1, "1": v2}}`) as rows, else None."""
+    values = list(data.values())
+    if len(values) < 1:
+        return None
+    if all(isinstance(v, dict) for v in values):
+        indexes = [list(v) for v in values]
+        if not all(i == indexes[0] and all(str(k).isdigit() for k in i) for i in indexes) or not indexes[0]:
+            return None
+        return [{c: data[c][k] for c in data} for k in indexes[0]]
+    if all(isinstance(v, list) for v in values):
+        if len({len(v) for v in values}) != 1:
+            return None
+        if all(isinstance(x, dict) for v in values for x in v):
+            return None  # several lists of row objects: splits, not columns
+        return [dict(zip(data, cells, strict=True)) for cells in zip(*values, strict=True)]
+    return None
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(_decode(path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(data, dict):
+        rows = _columns_to_rows(path, data)
+        if rows is None:
+            lists = [k for k, v in data.items() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise UserError(
+                    f"{path}: expected a JSON array of rows, an object holding one array of rows, or an object of "
+                    f"equally long column arrays; found keys {sorted(data)}"
+                    + (f" with several row arrays ({', '.join(lists)}): keep one per file" if lists else "")
+                )
+            rows = data[lists[0]]
+        data = rows
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
+    for i, value in enumerate(data, start=1):
+        yield f"row {i}", value
+
+
+def _sniff_delimiter(path: Path, text: str) -> str:
+    """The delimiter is the candidate that occurs most often in the header line (cells there are rarely quoted)."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    if counts[best] == 0:
+        return "\t" if path.suffix.lower() == ".tsv" else ","
+    return best
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    text = _decode(path)
+    delimiter = _sniff_delimiter(path, text)
+    # The csv module must see the raw text with its newlines (newline=""): a quoted cell may span several lines.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', doublequote=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise UserError(f"{path}: row 1 (header): column name {dupes[0]!r} appears twice; rename one of them")
+        rowno = 1
+        for cells in reader:
+            rowno += 1
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) > len(header):
+                raise UserError(
+                    f"{path}: row {rowno}: {len(cells)} cells but the header has {len(header)} columns; a cell "
+                    f"probably contains the delimiter {delimiter!r} — put such cells in double quotes"
+                )
+            cells += [""] * (len(header) - len(cells))
+            yield f"row {rowno}", {h: c for h, c in zip(header, cells, strict=True) if h}
+    except csv.Error as e:
+        raise UserError(f"{path}: row {reader.line_num}: {e}; check the quoting of that row") from None
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise UserError(f"{path}: not a readable Parquet file ({e})") from None
+    for i, value in enumerate(table.to_pylist(), start=1):
+        yield f"row {i}", {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in value.items()}
+
+
+def _read_text(path: Path) -> Iterator[tuple[str, Any]]:
+    block: list[str] = []
+    start = 0
+    for lineno, line in enumerate([*_decode(path).splitlines(), ""], start=1):
+        if line.strip():
+            if not block:
+                start = lineno
+            block.append(line)
+        elif block:
+            yield f"line {start}", {"text": "\n".join(block)}
+            block = []
+
+
+READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any]]]] = {
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".csv": _read_csv,
+    ".tsv": _read_csv,
+    ".parquet": _read_parquet,
+    ".txt": _read_text,
+    ".md": _read_text,
+}
+
+
+def _files_in(directory: Path) -> list[Path]:
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in READERS
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+    if not files:
+        raise UserError(f"{directory}: no data files in this directory (looked for {', '.join(READERS)})")
+    return files
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Read every row of a data file, or of every data file under a directory (sorted by path)."""
+    if path.is_dir():
+        return [
+            Row(r.value, r.path, f"{r.path.relative_to(path)}: {r.ref}") for f in _files_in(path) for r in read_rows(f)
+        ]
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise unknown_choice(f"data file type for {path}", path.suffix or "(none)", list(READERS))
+    return [Row(value, path, ref) for ref, value in reader(path)]
+
+
+# ---------------------------------------------------------------- writers: rows -> file (atomically)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)  # nested values round-trip: the formats parse JSON cells
+
+
+def _write_jsonl(path: Path, rows: list[Any]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _write_json(path: Path, rows: list[Any]) -> None:
+    write_text(path, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_csv(path: Path, rows: list[Any]) -> None:
+    columns: list[str] = []
+    for r in rows:
+        if not isinstance(r, dict):
+            raise UserError(f"{path}: only rows that are objects can be written as CSV; write .jsonl instead")
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_cell(r.get(c)) for c in columns])
+    write_text(path, buf.getvalue())
+
+
+def _write_parquet(path: Path, rows: list[Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise UserError(f"{path}: these rows do not fit one Parquet schema ({e}); write .jsonl instead") from None
+    tmp.replace(path)
+
+
+def _write_text(path: Path, rows: list[Any]) -> None:
+    blocks = []
+    for r in rows:
+        if not (isinstance(r, dict) and set(r) == {"text"}):
+            raise UserError(f"{path}: only raw-text rows ({{'text': ...}}) can be written as {path.suffix}")
+        blocks.append(str(r["text"]).strip())
+    write_text(path, "\n\n".join(blocks) + "\n")
+
+
+WRITERS: dict[str, Callable[[Path, list[Any]], None]] = {
+    ".jsonl": _write_jsonl,
+    ".json": _write_json,
+    ".csv": _write_csv,
+    ".tsv": _write_csv,
+    ".parquet": _write_parquet,
+    ".txt": _write_text,
+    ".md": _write_text,
+}
+
+
+def write_rows(path: Path, rows: list[Any]) -> None:
+    """Write rows in the file type that `path`'s extension names; the file appears whole or not at all."""
+    writer = WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise unknown_choice(f"output file type for {path}", path.suffix or "(none)", list(WRITERS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer(path, rows)
