@@ -35,7 +35,10 @@ def train(
     val_data: Annotated[str | None, typer.Option(help="Validation file (default: hold out 10%).")] = None,
     output: Annotated[str | None, typer.Option(help="Run directory (default runs/<time>-<name>).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name for the default output directory.")] = None,
-    method: Annotated[str | None, typer.Option(help="lora (default) or full.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="lora (default), qlora, dora, full, freeze... (`lapidar methods`).")
+    ] = None,
+    objective: Annotated[str | None, typer.Option(help="auto (from the data), sft, pretrain, dpo or kto.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -52,15 +55,36 @@ def train(
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0 = off).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw, adamw-8bit, adafactor, lion, galore, q-galore.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="cosine, linear or constant.")] = None,
+    warmup_ratio: Annotated[float | None, typer.Option(help="Share of steps warming the LR up.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    neftune_alpha: Annotated[float | None, typer.Option(help="NEFTune noise scale (e.g. 5).")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."),
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="dpo/kto strength of the reference pull.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run directory from its last checkpoint (other flags ignored).")
+    ] = None,
 ) -> None:
     """Fine-tune a model; writes config, metrics, TensorBoard logs, loss.png, weights and summary.json."""
-    overrides = {k: v for k, v in locals().items() if k != "config"}
+    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume")}
     from lapidar.config import load_config
     from lapidar.recipes import train as recipe
 
-    cfg = load_config(config, overrides)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None] + (
+            [str(config)] if config else []
+        )
+        if given:
+            raise UserError(f"--resume continues a run with its saved config.yaml; drop {', '.join(given)}")
+        cfg = recipe.resume_config(resume)
+    else:
+        cfg = load_config(config, overrides)
     quiet_libraries()
-    recipe.main(cfg, console)
+    recipe.main(cfg, console, resume=resume)
 
 
 @app.command()
@@ -160,6 +184,22 @@ def models(
             str(p.hidden_size),
             f"{p.num_attention_heads} ({p.num_key_value_heads})",
         )
+    console.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the training methods (--method) and when to use each."""
+    from rich.table import Table
+
+    from lapidar.methods import METHODS
+
+    table = Table(title="Training methods (--method NAME)")
+    table.add_column("method")
+    table.add_column("saves")
+    table.add_column("when to use it")
+    for name, m in METHODS.items():
+        table.add_row(name, "adapter" if m.adapter else "full model", m.when)
     console.print(table)
 
 

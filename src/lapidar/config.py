@@ -25,7 +25,10 @@ class TrainConfig(BaseModel):
     init: Literal["pretrained", "random"] = Field(
         "pretrained", description="`random`: build the preset at its real shape with random weights (benchmarks)."
     )
-    method: str = Field("lora", description="Training method: lora (default) or full.")
+    method: str = Field("lora", description="Training method (see `lapidar methods`): lora (default), qlora, full, ...")
+    objective: Literal["auto", "sft", "pretrain", "dpo", "kto"] = Field(
+        "auto", description="auto: what the data implies (pairs -> dpo, thumbs -> kto, raw text -> pretrain, else sft)."
+    )
     # data
     data: str | None = Field(None, description="Training file (JSON/JSONL/CSV), or `example:claims` (bundled).")
     val_data: str | None = Field(None, description="Validation file; default: hold out `val_fraction` of data.")
@@ -44,6 +47,13 @@ class TrainConfig(BaseModel):
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optimizer: Literal["adamw", "adamw-8bit", "adafactor", "lion", "galore", "q-galore"] = Field(
+        "adamw", description="Optimiser; galore/q-galore project gradients of 2-D weights to low rank."
+    )
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of this scale on input embeddings (arXiv:2310.05914)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~1/3 more compute.")
     seed: int = Field(42, description="Seed for data order, split, initialisation and dropout.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the hardware runs it fast (CUDA, CPU with AVX512-BF16)."
@@ -52,13 +62,26 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
+    loraplus_lr_ratio: float = Field(16.0, gt=0, description="lora-plus: LR of B = lr x this (arXiv:2402.12354).")
+    freeze_trainable_layers: int = Field(2, ge=0, description="freeze: how many of the last decoder layers train.")
+    freeze_extra_modules: list[str] = Field(
+        default_factory=list, description="freeze: further modules that train, e.g. norm, lm_head, embed_tokens."
+    )
+    galore_rank: int = Field(128, ge=1, description="galore: rank of the gradient projection.")
+    galore_update_interval: int = Field(200, ge=1, description="galore: steps between projection updates.")
+    # preference objectives
+    beta: float = Field(0.1, gt=0, description="dpo/kto: strength of the pull towards the reference model.")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of thumbs-up examples.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of thumbs-down examples.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
         description="attention, mlp, all-linear, or module names (q_proj, ..., down_proj).",
     )
     # evaluation, checkpoints, early stopping
     eval_steps: int = Field(50, ge=1, description="Compute validation loss every N optimiser steps.")
-    save_steps: int | None = Field(None, ge=1, description="Also write a checkpoint every N steps.")
+    save_steps: int | None = Field(
+        None, ge=1, description="Write a resumable checkpoint every N steps (default: at every evaluation)."
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Periodic checkpoints kept (the best is kept apart).")
     patience: int | None = Field(
         3, ge=0, description="Stop after this many evaluations without improvement; 0 or null disables it."
@@ -66,7 +89,7 @@ class TrainConfig(BaseModel):
     min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count.")
     log_steps: int = Field(5, ge=1, description="Write metrics every N optimiser steps.")
 
-    @field_validator("target_modules", mode="before")
+    @field_validator("target_modules", "freeze_extra_modules", mode="before")
     @classmethod
     def _split_modules(cls, v: Any) -> Any:
         if isinstance(v, str):

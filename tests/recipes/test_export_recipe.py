@@ -7,6 +7,7 @@ the run itself (`lapidar generate RUN`), which is what a user checks first after
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,7 +29,10 @@ PAIRS = [
 
 
 def lapidar(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lapidar", *args], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "COLUMNS": "160"}  # result tables on one line each
+    proc = subprocess.run(
+        [sys.executable, "-m", "lapidar", *args], capture_output=True, text=True, timeout=600, env=env
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"lapidar {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -86,7 +90,8 @@ def test_merged_folder_chats_in_plain_transformers(run, run_answers, tmp_path):
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight is model.model.embed_tokens.weight
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert not any(k.startswith("lm_head") for k in f.keys())  # one shared matrix on disk
+        names = list(f.keys())
+    assert not any(k.startswith("lm_head") for k in names)  # one shared matrix on disk
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [151645, 151643]
     for question, expected in run_answers.items():
         ids = tok.apply_chat_template(
@@ -122,7 +127,9 @@ def test_gguf_f16_answers_like_the_run_in_llama_cpp(run, run_answers, tmp_path):
 def test_ollama_q4_k_m_export(run, tmp_path):
     llama_cpp_or_skip()
     out = tmp_path / "ollama"
-    proc = lapidar("export", str(run), "--format", "ollama", "--quant", "q4_k_m", "--name", "Tiny Run", "--output", str(out))
+    proc = lapidar(
+        "export", str(run), "--format", "ollama", "--quant", "q4_k_m", "--name", "Tiny Run", "--output", str(out)
+    )
     assert f"ollama create tiny-run -f {out / 'Modelfile'}" in proc.stdout
     modelfile = (out / "Modelfile").read_text()
     gguf_name = re.search(r"^FROM \./(\S+)$", modelfile, re.M).group(1)

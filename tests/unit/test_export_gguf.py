@@ -144,7 +144,9 @@ def test_tied_embedding_written_once_untied_both():
     assert "lm_head.weight" not in _state_dict(tied) and "model.embed_tokens.weight" in _state_dict(tied)
 
 
-@pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python is not installed (pip install 'lapidar[export]')")
+@pytest.mark.skipif(
+    not llama_cpp_available(), reason="llama-cpp-python is not installed (pip install 'lapidar[export]')"
+)
 def test_llama_cpp_tokenizes_like_transformers(tiny_model, tokenizer, tmp_path):
     from llama_cpp import Llama
 
@@ -155,8 +157,9 @@ def test_llama_cpp_tokenizes_like_transformers(tiny_model, tokenizer, tmp_path):
         [{"role": "user", "content": TOKENIZER_PROBE}], tokenize=False, add_generation_prompt=True
     )
     for text in (TOKENIZER_PROBE, chat, "   leading spaces and 3.14159\r\n"):
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text, add_special_tokens=False)[
-            "input_ids"
-        ]
+        assert (
+            llm.tokenize(text.encode(), add_bos=False, special=True)
+            == tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
     assert llm.detokenize(tokenizer("naïve 你好 🤖")["input_ids"]).decode() == "naïve 你好 🤖"
     llm.close()

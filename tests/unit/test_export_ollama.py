@@ -200,12 +200,19 @@ def test_chatml_template_renders_qwen25_format(tokenizer, messages):
 
 
 def test_chatml_without_system_message_uses_qwen_default(tokenizer):
-    got = render_go(TEMPLATES["instruct"], Messages=ollama_messages([{"role": "user", "content": "Hi"}], DEFAULT_SYSTEM))
-    assert got == f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    got = render_go(
+        TEMPLATES["instruct"], Messages=ollama_messages([{"role": "user", "content": "Hi"}], DEFAULT_SYSTEM)
+    )
+    assert (
+        got
+        == f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_chatml_legacy_prompt_form(tokenizer):
-    expected = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    expected = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert render_go(TEMPLATES["instruct"], System=DEFAULT_SYSTEM, Prompt="Hi") == expected
     assert render_go(TEMPLATES["instruct"], System=DEFAULT_SYSTEM, Prompt="Hi", Response="Yo").endswith(
         "assistant\nYo<|im_end|>"

@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'lapidar[serve]')")
 
-import torch  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import torch
+from fastapi.testclient import TestClient
 
-from lapidar.errors import UserError  # noqa: E402
-from lapidar.models.loading import RANDOM_LABEL  # noqa: E402
-from lapidar.server import check_bind, is_loopback  # noqa: E402
-from lapidar.server.app import create_app  # noqa: E402
-from lapidar.server.engine import Engine, Job  # noqa: E402
+from lapidar.errors import UserError
+from lapidar.models.loading import RANDOM_LABEL
+from lapidar.server import check_bind, is_loopback
+from lapidar.server.app import create_app
+from lapidar.server.engine import Engine, Job
 
 KEY = "sk-test-123"
 HI = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 12}
@@ -99,6 +99,13 @@ def test_chat_completion_and_stream_agree(client):
     assert chunks[-1]["choices"][0]["finish_reason"] == body["choices"][0]["finish_reason"]
 
 
+def test_client_leaving_mid_stream_frees_the_model(client):
+    with client.stream("POST", "/v1/completions", json={"prompt": "The", "max_tokens": 200, "stream": True}) as s:
+        first = next(line for line in s.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["choices"]
+    assert client.post("/v1/chat/completions", json=HI).status_code == 200
+
+
 def test_stop_string_ends_answer_without_it(client):
     full = client.post("/v1/completions", json={"prompt": "The", "temperature": 0, "max_tokens": 20}).json()
     text = full["choices"][0]["text"]
@@ -109,7 +116,9 @@ def test_stop_string_ends_answer_without_it(client):
     assert choice["text"] == text[: text.find(stop)]
     assert choice["finish_reason"] == "stop"
     with client.stream(
-        "POST", "/v1/completions", json={"prompt": "The", "temperature": 0, "max_tokens": 20, "stop": [stop], "stream": True}
+        "POST",
+        "/v1/completions",
+        json={"prompt": "The", "temperature": 0, "max_tokens": 20, "stop": [stop], "stream": True},
     ) as s:
         events = [line.removeprefix("data: ") for line in s.iter_lines() if line.startswith("data: ")]
     streamed = "".join(c["choices"][0]["text"] for c in map(json.loads, events[:-1]) if c["choices"])

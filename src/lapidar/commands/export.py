@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lapidar.commands import quiet_libraries
 
@@ -19,7 +20,9 @@ err_console = Console(stderr=True)
 
 def export(
     run_dir: Annotated[str, typer.Argument(help="Run directory (or a model directory / preset name).")],
-    format: Annotated[str, typer.Option("--format", help="merged (HF folder), gguf, or ollama (GGUF + Modelfile).")] = "merged",
+    format: Annotated[
+        str, typer.Option("--format", help="merged (HF folder), gguf, or ollama (GGUF + Modelfile).")
+    ] = "merged",
     output: Annotated[Path | None, typer.Option(help="Output directory (default RUN/export/FORMAT[-QUANT]).")] = None,
     quant: Annotated[str, typer.Option(help="GGUF type: f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m.")] = "f16",
     name: Annotated[str | None, typer.Option(help="Ollama model name (default: the run's name).")] = None,
@@ -43,10 +46,10 @@ def export(
     )
     result = recipe.main(opts, console)
     if result.next_step:
-        console.print(f"Next: [bold]{result.next_step}[/bold]")
+        console.print(f"Next: [bold]{escape(result.next_step)}[/bold]")
     if not result.ok:
         err_console.print(
-            f"[red]error:[/red] the export in {result.output} does not answer like the run's model (see the "
+            f"[red]error:[/red] the export in {escape(str(result.output))} does not answer like the run's model (see the "
             "table above); the files are kept for inspection"
         )
         raise typer.Exit(1)

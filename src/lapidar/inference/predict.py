@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class PredictOptions:
     """`lapidar predict` settings besides the model and the files."""
 
     batch_size: int = 8
-    sampling: SamplingOptions = SamplingOptions()
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
     fmt: str | None = None  # data format; None = detect, as for training data
 
 
@@ -80,7 +80,9 @@ def read_prompts(path: Path, fmt: str | None = None) -> list[PromptRow]:
     elif fmt not in FORMATS:
         raise unknown_choice("data format", fmt, list(FORMATS))
     if FORMATS[fmt].kind == "text":
-        raise UserError(f"{path}: rows in {fmt} format are raw text, not prompts; use chat rows (messages, prompt, ...)")
+        raise UserError(
+            f"{path}: rows in {fmt} format are raw text, not prompts; use chat rows (messages, prompt, ...)"
+        )
     out = []
     for row, ex in zip(rows, convert_rows(rows, fmt, values=values), strict=True):
         messages = [m for m in ex.messages if m["role"] != "assistant" or m["content"] or m is not ex.messages[-1]]

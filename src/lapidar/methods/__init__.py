@@ -1,12 +1,15 @@
-"""Training methods, one registry: name -> function that prepares a loaded model for training.
+"""Training methods, one registry: name -> `Method` (how to load the base, how to mark what trains, when to use it).
 
-Each function takes the base model and the run config, marks what trains, and returns the model to optimise.
+Each `prepare` function takes the loaded base model and the run config, marks what trains, and returns the model
+to optimise. Loading options (4-bit / 8-bit base) and the optimiser a method implies live in the same entry, so the
+training recipe never branches on method names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from lapidar.errors import UserError, unknown_choice
 from lapidar.models.qwen import LORA_TARGETS
@@ -14,17 +17,27 @@ from lapidar.models.qwen import LORA_TARGETS
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
 
-__all__ = ["METHODS", "apply_method", "resolve_targets"]
+__all__ = ["METHODS", "Method", "apply_method", "get_method", "quantization_config", "resolve_targets"]
 
 QWEN_LINEAR = set(LORA_TARGETS["all-linear"])
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method."""
+
+    prepare: Callable[[Any, TrainConfig], Any]
+    when: str  # one line for `lapidar methods`: when to choose it
+    adapter: bool = True  # saves a peft adapter (else the whole model)
+    quant: str | None = None  # "4bit" / "8bit": the base is loaded quantised with bitsandbytes
+    optimizer: str | None = None  # the optimiser the method implies (galore, q-galore)
 
 
 def resolve_targets(names: list[str]) -> list[str]:
     """Expand presets (`attention`, `mlp`, `all-linear`) into Qwen2.5 module names; reject unknown names."""
     out: list[str] = []
     for name in names:
-        expanded = LORA_TARGETS.get(name, [name])
-        for module in expanded:
+        for module in LORA_TARGETS.get(name, [name]):
             if module not in QWEN_LINEAR:
                 raise UserError(
                     f"unknown target module {name!r}; valid: {', '.join([*LORA_TARGETS, *sorted(QWEN_LINEAR)])}"
@@ -34,33 +47,138 @@ def resolve_targets(names: list[str]) -> list[str]:
     return out
 
 
-def _lora(model, cfg: TrainConfig):
-    """LoRA (Hu et al. 2021, arXiv:2106.09685): frozen base, low-rank A·B trained on the target projections."""
-    from peft import LoraConfig, get_peft_model
+def _lora_with(**options: Any) -> Callable[[Any, TrainConfig], Any]:
+    def prepare(model, cfg: TrainConfig):
+        """LoRA (Hu et al. 2021, arXiv:2106.09685): frozen base, low-rank A·B trained on the target projections."""
+        from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=resolve_targets(cfg.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=resolve_targets(cfg.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+            **options,
+        )
+        return get_peft_model(model, lora)
+
+    return prepare
+
+
+def _qlora(model, cfg: TrainConfig):
+    """QLoRA (Dettmers et al. 2023, arXiv:2305.14314): LoRA on top of a bitsandbytes-quantised frozen base."""
+    from peft import prepare_model_for_kbit_training
+
+    # Casts norms to fp32 and makes the (frozen) embedding output require grad so that checkpointing works.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return _lora_with()(model, cfg)
 
 
 def _full(model, cfg: TrainConfig):
-    """Full fine-tuning: every weight trains (needs ~16 bytes/parameter with AdamW in fp32)."""
+    """Full fine-tuning: every weight trains (~16 bytes/parameter with fp32 AdamW)."""
     for p in model.parameters():
         p.requires_grad_(True)
     return model
 
 
-METHODS: dict[str, Callable] = {"lora": _lora, "full": _full}
+def _freeze(model, cfg: TrainConfig):
+    """Freeze everything but the last N decoder layers and the named extra modules (transfer learning)."""
+    layers = model.model.layers
+    n = cfg.freeze_trainable_layers
+    if n > len(layers):
+        raise UserError(f"freeze_trainable_layers={n} but the model has only {len(layers)} layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in list(layers)[len(layers) - n :]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    named = dict(model.named_modules())
+    for extra in cfg.freeze_extra_modules:
+        matches = [m for name, m in named.items() if name == extra or name.endswith(f".{extra}")]
+        if not matches:
+            raise UserError(f"freeze_extra_modules: no module named {extra!r}; e.g. norm, lm_head, embed_tokens")
+        for m in matches:
+            for p in m.parameters():
+                p.requires_grad_(True)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("freeze: nothing left to train; set freeze_trainable_layers >= 1 or freeze_extra_modules")
+    return model
+
+
+METHODS: dict[str, Method] = {
+    "lora": Method(_lora_with(), "default: small adapter on attention+MLP; ~1% of weights train, quick and safe"),
+    "lora-plus": Method(
+        _lora_with(), "LoRA with a higher LR for B (loraplus_lr_ratio): often converges faster at the same cost"
+    ),
+    "dora": Method(
+        _lora_with(use_dora=True),
+        "weight-decomposed LoRA (arXiv:2402.09353): closer to full fine-tuning quality at low rank; slower steps",
+    ),
+    "rslora": Method(
+        _lora_with(use_rslora=True),
+        "rank-stabilised LoRA (scale alpha/sqrt(r)): use with high ranks (r >= 64)",
+    ),
+    "pissa": Method(
+        _lora_with(init_lora_weights="pissa_niter_4"),
+        "LoRA initialised from the principal singular vectors (arXiv:2404.02948): faster early progress",
+    ),
+    "olora": Method(
+        _lora_with(init_lora_weights="olora"),
+        "LoRA initialised from a QR decomposition of the weights (OLoRA, arXiv:2406.01775)",
+    ),
+    "qlora": Method(
+        _qlora, "LoRA on a 4-bit NF4 base (double quantisation): ~4x less memory for weights", quant="4bit"
+    ),
+    "qlora-8bit": Method(_qlora, "LoRA on an 8-bit base: between LoRA and 4-bit QLoRA in memory", quant="8bit"),
+    "full": Method(_full, "every weight trains: most capacity, ~16 bytes/parameter; small models or big GPUs", False),
+    "freeze": Method(
+        _freeze, "only the last N layers (+ named modules) train: cheap transfer learning, no adapter", False
+    ),
+    "galore": Method(
+        _full,
+        "full-parameter training with low-rank projected gradients (arXiv:2403.03507): full FT in less memory",
+        False,
+        optimizer="galore",
+    ),
+    "q-galore": Method(
+        _full,
+        "GaLore with quantised projections (arXiv:2407.08296); needs the q-galore-torch package",
+        False,
+        optimizer="q-galore",
+    ),
+}
+
+
+def get_method(name: str) -> Method:
+    """Look a method up; an unknown name lists the valid ones."""
+    if name not in METHODS:
+        raise unknown_choice("method", name, list(METHODS))
+    return METHODS[name]
+
+
+def quantization_config(method: Method, compute_bf16: bool):
+    """The `BitsAndBytesConfig` a quantised method loads its base with (None for others)."""
+    if method.quant is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        import torch
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise UserError(
+            "qlora needs the bitsandbytes package: pip install 'lapidar[qlora]' (or pip install bitsandbytes)"
+        ) from None
+    if method.quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if compute_bf16 else torch.float32,
+    )
 
 
 def apply_method(model, cfg: TrainConfig):
     """Prepare `model` for training with `cfg.method`."""
-    if cfg.method not in METHODS:
-        raise unknown_choice("method", cfg.method, list(METHODS))
-    return METHODS[cfg.method](model, cfg)
+    return get_method(cfg.method).prepare(model, cfg)

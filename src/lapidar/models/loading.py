@@ -183,8 +183,12 @@ def load_tokenizer(source: ModelSource):
     return tok
 
 
-def load_model(source: ModelSource, dtype=None):
-    """Load the causal LM from its directory (eager SDPA attention, weights in `dtype` or as saved)."""
+def load_model(source: ModelSource, dtype=None, quantization_config=None):
+    """Load the causal LM from its directory (SDPA attention, weights in `dtype` or as saved, optionally
+    quantised with a `BitsAndBytesConfig`)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dtype or "auto", attn_implementation="sdpa")
+    kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    return AutoModelForCausalLM.from_pretrained(
+        str(source.path), dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
+    )

@@ -162,7 +162,7 @@ def verification_prompts(target: str, n: int) -> list[list[dict]]:
         cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
         data = cfg.get("val_data") or cfg.get("data") or ""
         if data.startswith("example:"):
-            train, val = bundled_example(data.removeprefix("example:"))
+            _, val = bundled_example(data.removeprefix("example:"))
             data = str(val)
         examples, _ = load_examples(Path(data))
         prompts = [prompt_messages(e.messages) for e in examples[:n]]
@@ -209,7 +209,7 @@ def print_checks(console: Console, title: str, checks: list[Check]) -> None:
         table.add_column(col)
     for c in checks:
         status = "[green]PASS[/green]" if c.ok else ("[red]FAIL[/red]" if c.required else "[yellow]WARN[/yellow]")
-        table.add_row(c.name, c.value, c.expected, status)
+        table.add_row(escape(c.name), escape(c.value), escape(c.expected), status)
     console.print(table)
 
 
@@ -227,7 +227,7 @@ def main(opts: ExportOptions, console: Console | None = None) -> ExportResult:
         verify = False
 
     src = open_source(opts.target)
-    console.print(f"[bold]Exporting[/bold] {src.loaded.label} as {opts.format}")
+    console.print(f"[bold]Exporting[/bold] {escape(src.loaded.label)} as {opts.format}")
     if src.random_init:
         console.print(f"[yellow]{escape(src.description)}[/yellow]")
     refs = (
@@ -251,6 +251,6 @@ def main(opts: ExportOptions, console: Console | None = None) -> ExportResult:
     }
     write_json(opts.output / EXPORT_FILE, record)
     if checks:
-        print_checks(console, f"Equivalence check: {opts.output}", checks)
-    console.print(f"[bold]Exported[/bold] to {opts.output}: {', '.join(p.name for p in files)}")
+        print_checks(console, f"Equivalence check: {escape(str(opts.output))}", checks)
+    console.print(f"[bold]Exported[/bold] to {escape(str(opts.output))}: {escape(', '.join(p.name for p in files))}")
     return ExportResult(opts.output, files, checks, written.next_step)

@@ -1,17 +1,19 @@
-"""Supervised fine-tuning recipe: data -> model -> optimiser -> loop -> checkpoints -> summary.
+"""Training recipe: data -> model -> optimiser -> loop -> checkpoints -> summary.
 
-`setup()` checks everything that can be checked before a large model is loaded (config, data files, rows,
-tokenisation) and creates the run directory; `main()` loads the model and calls `fit()`, the training loop, which is
-kept in plain sight in this file.
+`setup()` checks everything that can be checked before a large model is loaded (config, data files, rows, the
+objective the data implies, tokenisation) and creates the run directory; `main()` loads and prepares the model and
+calls `fit()` — the supervised / continued-pretraining loop, kept in plain sight in this file — or the preference
+loop of `recipes/preference.py` for DPO/KTO. Runs resume from their last checkpoint with `--resume RUN_DIR`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import resource
 import shutil
-import sys
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,30 +26,40 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lapidar.config import TrainConfig, save_yaml
+from lapidar.config import TrainConfig, load_config, save_yaml
 from lapidar.data.formats import Example, bundled_example, load_examples
 from lapidar.data.quality import fatal_findings, raise_on_fatal
 from lapidar.data.tokenize import Encoded, answer_spans, collate, encode_conversation
-from lapidar.errors import UserError, unknown_choice
-from lapidar.io import atomic_dir, write_json
-from lapidar.methods import METHODS, apply_method, resolve_targets
+from lapidar.errors import UserError
+from lapidar.io import atomic_dir, write_json, write_text
+from lapidar.methods import apply_method, get_method, quantization_config, resolve_targets
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
+from lapidar.models.qwen import BASE_EOS
 from lapidar.training.loss import causal_lm_loss
-from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses
+from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, read_metrics
+from lapidar.training.optim import build_optimizer
 from lapidar.training.schedule import lr_factor
 
-__all__ = ["RunData", "fit", "main", "setup"]
+__all__ = ["RunData", "fit", "main", "peak_rss_mib", "save_weights", "setup", "use_bf16"]
+
+# What each kind of data trains by default, and which kinds each objective accepts.
+OBJECTIVE_FOR_KIND = {"sft": "sft", "text": "pretrain", "preference": "dpo", "feedback": "kto"}
+KINDS_FOR_OBJECTIVE = {"sft": ("sft",), "pretrain": ("text",), "dpo": ("preference",), "kto": ("feedback",)}
+STATE_FILE = "trainer_state.pt"
 
 
 @dataclass
 class RunData:
-    """Everything `fit` needs besides the model: the config, the run directory and the encoded data."""
+    """Everything a training loop needs besides the model: config, run directory, tokenizer and data."""
 
     cfg: TrainConfig
     run_dir: Path
     source: ModelSource
     tokenizer: Any
-    train: list[Encoded]
+    objective: str
+    train_examples: list[Example]
+    val_examples: list[Example]
+    train: list[Encoded]  # tokenised for sft/pretrain (empty for dpo/kto, which tokenise pairs themselves)
     val: list[Encoded]
     data_format: str
     notes: list[str] = field(default_factory=list)
@@ -58,7 +70,7 @@ class RunData:
 
 def _data_paths(cfg: TrainConfig) -> tuple[Path, Path | None]:
     if cfg.data is None:
-        raise UserError("no training data: pass --data FILE (JSON/JSONL/CSV) or --data example:claims")
+        raise UserError("no training data: pass --data FILE (JSON/JSONL/CSV/Parquet/text) or --data example:claims")
     if cfg.data.startswith("example:"):
         train, val = bundled_example(cfg.data.removeprefix("example:"))
         return train, Path(cfg.val_data) if cfg.val_data else val
@@ -70,7 +82,7 @@ def _default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
 
 
-def _encode_all(tokenizer, examples: list[Example], max_length: int, notes: list[str], what: str) -> list[Encoded]:
+def _encode_chats(tokenizer, examples: list[Example], max_length: int, notes: list[str], what: str) -> list[Encoded]:
     out, truncated, dropped = [], 0, 0
     for ex in examples:
         enc = encode_conversation(tokenizer, ex.messages, max_length, ex.source)
@@ -86,6 +98,19 @@ def _encode_all(tokenizer, examples: list[Example], max_length: int, notes: list
     return out
 
 
+def _pack_texts(tokenizer, examples: list[Example], block: int) -> list[Encoded]:
+    """Continued pretraining: documents joined with <|endoftext|> and cut into blocks of `block` tokens.
+
+    Every token carries loss; a block may span two documents, as in GPT-style pretraining.
+    """
+    eos = tokenizer.convert_tokens_to_ids(BASE_EOS)
+    stream: list[int] = []
+    for ex in examples:
+        stream += tokenizer(ex.text or "", add_special_tokens=False)["input_ids"] + [eos]
+    blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
+    return [Encoded(b, list(b), False) for b in blocks if len(b) >= 16]
+
+
 def _split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     if fraction <= 0 or len(examples) < 5:
         return examples, []
@@ -96,15 +121,31 @@ def _split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Ex
     return [e for i, e in enumerate(examples) if i not in val_idx], [examples[i] for i in sorted(val_idx)]
 
 
-def setup(cfg: TrainConfig, console: Console) -> RunData:
+def _objective(cfg: TrainConfig, kind: str, path: Path) -> tuple[str, str]:
+    """(objective, why) — the one asked for, or the one the data implies."""
+    if cfg.objective == "auto":
+        objective = OBJECTIVE_FOR_KIND[kind]
+        return objective, f"objective {objective} (chosen because {path.name} holds {kind} rows)"
+    if kind not in KINDS_FOR_OBJECTIVE[cfg.objective]:
+        wanted = " or ".join(KINDS_FOR_OBJECTIVE[cfg.objective])
+        raise UserError(
+            f"{path}: --objective {cfg.objective} needs {wanted} rows but the file holds {kind} rows; "
+            f"use --objective {OBJECTIVE_FOR_KIND[kind]} or --objective auto"
+        )
+    return cfg.objective, f"objective {cfg.objective}"
+
+
+def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
     """Validate config and data, load the tokenizer, encode, and create the run directory (no model yet)."""
-    if cfg.method not in METHODS:
-        raise unknown_choice("method", cfg.method, list(METHODS))
-    resolve_targets(cfg.target_modules)
+    method = get_method(cfg.method)
+    if method.adapter:
+        resolve_targets(cfg.target_modules)
     train_path, val_path = _data_paths(cfg)
-    examples, fmt = load_examples(train_path)
-    val_examples = load_examples(val_path)[0] if val_path else []
-    notes: list[str] = []
+    all_kinds = tuple(OBJECTIVE_FOR_KIND)
+    examples, fmt = load_examples(train_path, kinds=all_kinds)
+    objective, why = _objective(cfg, examples[0].kind, train_path)
+    val_examples = load_examples(val_path, kinds=KINDS_FOR_OBJECTIVE[objective])[0] if val_path else []
+    notes: list[str] = [why]
     if not val_path:
         examples, val_examples = _split(examples, cfg.val_fraction, cfg.seed)
         if val_examples:
@@ -114,31 +155,45 @@ def setup(cfg: TrainConfig, console: Console) -> RunData:
 
     source = resolve_model(cfg.model, cfg.init)
     tokenizer = load_tokenizer(source)
-    # The fatal data checks of `lapidar data check` run before any model weights are loaded.
+    # The fatal checks of `lapidar data check` run before any model weights are loaded.
     raise_on_fatal(fatal_findings(examples, tokenizer, cfg.max_length, val_examples), cfg.data)
-    train = _encode_all(tokenizer, examples, cfg.max_length, notes, "training")
-    val = _encode_all(tokenizer, val_examples, cfg.max_length, notes, "validation")
-    if not train:
-        raise UserError(f"{train_path}: no usable training rows (every answer was cut off by max_length)")
+    train: list[Encoded] = []
+    val: list[Encoded] = []
+    if objective == "sft":
+        train = _encode_chats(tokenizer, examples, cfg.max_length, notes, "training")
+        val = _encode_chats(tokenizer, val_examples, cfg.max_length, notes, "validation")
+        if not train:
+            raise UserError(f"{train_path}: no usable training rows (every answer was cut off by max_length)")
+    elif objective == "pretrain":
+        train = _pack_texts(tokenizer, examples, cfg.max_length)
+        val = _pack_texts(tokenizer, val_examples, cfg.max_length)
+        if not train:
+            raise UserError(f"{train_path}: the texts hold fewer than 16 tokens in all; nothing to train on")
+        notes.append(f"packed {len(examples)} documents into {len(train)} blocks of up to {cfg.max_length} tokens")
 
     run_dir = Path(cfg.output) if cfg.output else _default_run_dir(cfg)
-    if (run_dir / RUN_FILE).exists():
-        raise UserError(f"{run_dir} already holds a run; choose another --output or delete it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg.model_dump(), run_dir / "config.yaml")
-    write_json(
-        run_dir / RUN_FILE,
-        {
-            "base_model": str(source.path.resolve()),
-            "model_name": source.name,
-            "kind": source.kind,
-            "random_init": source.random_init,
-            "method": cfg.method,
-            "weights": "adapter" if cfg.method == "lora" else "model",
-        },
-    )
-    _show_first_example(console, tokenizer, examples[0])
-    return RunData(cfg, run_dir, source, tokenizer, train, val, fmt, notes)
+    if not resume:
+        if (run_dir / RUN_FILE).exists():
+            raise UserError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg.model_dump(), run_dir / "config.yaml")
+        write_json(
+            run_dir / RUN_FILE,
+            {
+                "base_model": str(source.path.resolve()),
+                "model_name": source.name,
+                "kind": source.kind,
+                "random_init": source.random_init,
+                "method": cfg.method,
+                "objective": objective,
+                "weights": "adapter" if method.adapter else "model",
+            },
+        )
+    if objective == "sft":
+        _show_first_example(console, tokenizer, examples[0])
+    return RunData(cfg, run_dir, source, tokenizer, objective, examples, val_examples, train, val, fmt, notes)
 
 
 def _show_first_example(console: Console, tokenizer, example: Example) -> None:
@@ -153,10 +208,11 @@ def _show_first_example(console: Console, tokenizer, example: Example) -> None:
     console.print("".join(parts).rstrip())
 
 
-# ---------------------------------------------------------------- helpers of the loop
+# ---------------------------------------------------------------- helpers shared by the loops
 
 
-def _use_bf16(cfg: TrainConfig, n_params: int) -> bool:
+def use_bf16(cfg: TrainConfig, n_params: int) -> bool:
+    """Whether to train under bf16 autocast: asked for, or `auto` on hardware that runs bf16 fast."""
     if cfg.precision != "auto":
         return cfg.precision == "bf16"
     if torch.cuda.is_available():
@@ -169,7 +225,8 @@ def _use_bf16(cfg: TrainConfig, n_params: int) -> bool:
 def _batches(data: list[Encoded], batch_size: int, seed: int, shuffle: bool) -> list[list[Encoded]]:
     """Length-grouped batches: shuffle, sort within windows of 50 batches, shuffle the batch order.
 
-    Grouping similar lengths wastes less compute on padding; the window keeps the order random.
+    Grouping similar lengths wastes less compute on padding; the window keeps the order random. The order depends
+    only on `seed`, so a resumed run sees exactly the batches the interrupted one would have.
     """
     idx = list(range(len(data)))
     rng = random.Random(seed)
@@ -187,7 +244,7 @@ def _batches(data: list[Encoded], batch_size: int, seed: int, shuffle: bool) -> 
 
 @torch.no_grad()
 def evaluate_loss(model, data: list[Encoded], batch_size: int, pad_id: int, device, bf16: bool) -> float:
-    """Mean validation loss per answer token."""
+    """Mean validation loss per label token."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -200,51 +257,140 @@ def evaluate_loss(model, data: list[Encoded], batch_size: int, pad_id: int, devi
     return total / max(count, 1)
 
 
-def _save_weights(model, tokenizer, path: Path) -> None:
+def save_weights(model, tokenizer, path: Path) -> None:
+    """Save trained weights (adapter or whole model) and, when given, the tokenizer, atomically."""
     with atomic_dir(path) as tmp:
         model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
 
 
-def _peak_rss_mib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 1024, 1)
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _neftune(model, alpha: float) -> None:
+    """NEFTune (Jain et al. 2023, arXiv:2310.05914): uniform noise of scale alpha/sqrt(L*d) on input embeddings,
+    in training mode only."""
+
+    def hook(module, _inputs, output):
+        if module.training:
+            dims = output.size(1) * output.size(2)
+            output = output + torch.empty_like(output).uniform_(-1, 1) * (alpha / math.sqrt(dims))
+        return output
+
+    model.get_input_embeddings().register_forward_hook(hook)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(run_dir: Path, model, step: int, keep: int, state: dict) -> Path:
+    """Write weights + optimiser/scheduler/RNG/loop state into checkpoints/step-N atomically; keep the last K."""
+    root = run_dir / "checkpoints"
+    path = root / f"step-{step:06d}"
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+        torch.save(state, tmp / STATE_FILE)
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (None if it has none)."""
+    done = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def _load_checkpoint_weights(model, path: Path, adapter: bool) -> None:
+    from safetensors.torch import load_file
+
+    if adapter:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+        return
+    state: dict = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
+        raise UserError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, extra {unexpected[:3]})")
 
 
 # ---------------------------------------------------------------- the loop
 
 
-def fit(run: RunData, model, console: Console) -> dict:
-    """Train `model` on `run.train`, evaluating on `run.val`; returns the run summary."""
+def fit(run: RunData, model, console: Console, resume_from: Path | None = None) -> dict:
+    """Train `model` on `run.train` (sft or pretrain), evaluating on `run.val`; returns the run summary."""
     cfg, tok = run.cfg, run.tokenizer
+    method = get_method(cfg.method)
     device = next(model.parameters()).device
     pad_id = tok.pad_token_id
     n_params = sum(p.numel() for p in model.parameters())
-    bf16 = _use_bf16(cfg, n_params)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    bf16 = use_bf16(cfg, n_params)
+    optimizer = build_optimizer(model, cfg, method.optimizer)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
     steps_per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = round(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.scheduler))
     stopper = EarlyStopping(cfg.patience if run.val else None, cfg.min_delta)
-    log = MetricsLog(run.run_dir)
-    weights_dir = run.run_dir / ("adapter" if cfg.method == "lora" else "model")
+    weights_dir = run.run_dir / ("adapter" if method.adapter else "model")
+    save_every = cfg.save_steps or cfg.eval_steps
+    if cfg.neftune_alpha:
+        _neftune(model, cfg.neftune_alpha)
 
+    # Loop state: everything a checkpoint must hold to continue exactly where the run stopped.
+    step, epoch, next_group, tokens_seen = 0, 0, 0, 0
+    history: dict = {"initial_val_loss": None, "best_val_loss": None, "best_step": None, "last_val_loss": None}
+    window = {"loss": 0.0, "tokens": 0, "seen": 0}
+    torch.manual_seed(cfg.seed)
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_FILE, weights_only=False)
+        _load_checkpoint_weights(model, resume_from, method.adapter)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, next_group, tokens_seen = state["step"], state["epoch"], state["next_group"], state["tokens_seen"]
+        history, window = state["history"], state["window"]
+        stopper.__dict__.update(state["stopper"])
+        torch.set_rng_state(state["torch_rng"])
+        # Forget what the interrupted run logged after this checkpoint; it will be logged again.
+        metrics = run.run_dir / "metrics.jsonl"
+        kept = [r for r in read_metrics(metrics) if r["step"] <= step] if metrics.exists() else []
+        write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        console.print(f"[bold]Resuming[/bold] {run.run_dir} from {resume_from.name} (step {step} of {total_steps})")
+
+    def loop_state() -> dict:
+        return {
+            "step": step,
+            "epoch": epoch,
+            "next_group": next_group,
+            "tokens_seen": tokens_seen,
+            "history": history,
+            "window": window,
+            "stopper": dict(stopper.__dict__),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    log = MetricsLog(run.run_dir, purge_step=step + 1 if resume_from is not None else None)
     n_trainable = sum(p.numel() for p in trainable)
     console.print(
-        f"[bold]Training[/bold] {run.source.label} with {cfg.method}: {n_trainable:,} of {n_params:,} parameters "
-        f"train ({100 * n_trainable / n_params:.2f}%); {len(run.train)} train / {len(run.val)} validation rows; "
-        f"{total_steps} steps of {cfg.batch_size}x{cfg.grad_accum} examples; "
-        f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
+        f"[bold]Training[/bold] {escape(run.source.label)}: {run.objective} with {cfg.method}, "
+        f"{n_trainable:,} of {n_params:,} parameters train ({100 * n_trainable / n_params:.2f}%); "
+        f"{len(run.train)} train / {len(run.val)} validation {'blocks' if run.objective == 'pretrain' else 'rows'}; "
+        f"{total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}; {'bf16 autocast' if bf16 else 'fp32'} on {device}"
     )
     for note in run.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
-    history: dict = {"initial_val_loss": None, "best_val_loss": None, "best_step": None, "last_val_loss": None}
-
-    def run_eval(step: int) -> None:
+    def run_eval() -> None:
         val_loss = evaluate_loss(model, run.val, cfg.batch_size, pad_id, device, bf16)
         improved = stopper.update(step, val_loss)
         if history["initial_val_loss"] is None:
@@ -254,18 +400,18 @@ def fit(run: RunData, model, console: Console) -> dict:
         mark = "  [green]best so far, saved[/green]" if improved and step > 0 else ""
         console.print(f"step {step:>5}  validation loss {val_loss:.4f}{mark}")
         if improved and step > 0:
-            _save_weights(model, tok, weights_dir)
+            save_weights(model, tok, weights_dir)
             history.update(best_val_loss=val_loss, best_step=step)
 
-    torch.manual_seed(cfg.seed)
     model.train()
-    if run.val:
-        run_eval(0)
+    if run.val and step == 0:
+        run_eval()
 
-    step, epoch, tokens_seen, stop_reason = 0, 0, 0, "reached max_steps" if cfg.max_steps else "finished all epochs"
-    window_loss, window_tokens, window_seen, window_start = 0.0, 0, 0, time.perf_counter()
+    stop_reason = "reached max_steps" if cfg.max_steps else "finished all epochs"
+    diverged: str | None = None
+    resumed_at = step
+    window_start = started = time.perf_counter()
     last_train_loss = float("nan")
-    started = time.perf_counter()
     progress = Progress(
         TextColumn("[bold blue]train"),
         BarColumn(),
@@ -274,44 +420,49 @@ def fit(run: RunData, model, console: Console) -> dict:
         TextColumn("{task.fields[tps]} tok/s"),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
     )
+    # SIGTERM (a scheduler's kill) is handled like Ctrl-C: checkpoint, then exit.
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted = False
     try:
         with progress:
-            task = progress.add_task("train", total=total_steps, loss="-", tps="-")
+            task = progress.add_task("train", total=total_steps, completed=step, loss="-", tps="-")
             while step < total_steps and not stopper.should_stop:
                 batches = _batches(run.train, cfg.batch_size, cfg.seed + epoch, shuffle=True)
-                for g in range(0, len(batches), cfg.grad_accum):
-                    group = batches[g : g + cfg.grad_accum]
+                groups = [batches[g : g + cfg.grad_accum] for g in range(0, len(batches), cfg.grad_accum)]
+                while next_group < len(groups):
+                    group = groups[next_group]
                     group_tokens = sum(e.n_answer_tokens for b in group for e in b)
+                    step_loss = 0.0
                     for batch in group:
                         tensors = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                            loss_sum, n = causal_lm_loss(model, tensors)
-                        # Normalise by the answer tokens of the whole accumulated step, so every token weighs
-                        # the same whatever batch it landed in.
+                            loss_sum, _ = causal_lm_loss(model, tensors)
+                        # Normalise by the label tokens of the whole accumulated step, so every token weighs
+                        # the same whatever micro-batch it landed in.
                         (loss_sum / group_tokens).backward()
-                        window_loss += loss_sum.item()
-                        window_tokens += n
+                        step_loss += loss_sum.item()
                         seen = int(tensors["attention_mask"].sum())
-                        window_seen += seen
+                        window["seen"] += seen
                         tokens_seen += seen
-                    if not math.isfinite(window_loss):
-                        raise UserError(
-                            f"training diverged at step {step + 1} (loss is {window_loss}); lower --lr "
-                            f"(now {cfg.lr}) and try again"
-                        )
+                    if not math.isfinite(step_loss):
+                        diverged = f"loss became {step_loss} at step {step + 1}"
+                        log.write({"step": step + 1, "train_loss": step_loss})
+                        optimizer.zero_grad(set_to_none=True)
+                        break
+                    window["loss"] += step_loss
+                    window["tokens"] += group_tokens
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    next_group += 1
 
                     if step % cfg.log_steps == 0 or step == total_steps:
                         elapsed = time.perf_counter() - window_start
-                        last_train_loss = window_loss / max(window_tokens, 1)
-                        tps = window_seen / max(elapsed, 1e-9)
+                        last_train_loss = window["loss"] / max(window["tokens"], 1)
+                        tps = window["seen"] / max(elapsed, 1e-9)
                         log.write(
                             {
                                 "step": step,
@@ -322,36 +473,46 @@ def fit(run: RunData, model, console: Console) -> dict:
                             }
                         )
                         progress.update(task, loss=f"{last_train_loss:.3f}", tps=f"{tps:,.0f}")
-                        window_loss, window_tokens, window_seen, window_start = 0.0, 0, 0, time.perf_counter()
+                        window = {"loss": 0.0, "tokens": 0, "seen": 0}
+                        window_start = time.perf_counter()
                     progress.update(task, completed=step)
 
                     if run.val and (step % cfg.eval_steps == 0 or step == total_steps):
-                        run_eval(step)
-                        if stopper.should_stop:
-                            stop_reason = (
-                                f"early stopping: validation loss did not improve for {stopper.patience} "
-                                f"evaluations after step {stopper.best_step}"
-                            )
-                            break
-                    if cfg.save_steps and step % cfg.save_steps == 0:
-                        _save_checkpoint(model, tok, run.run_dir, step, cfg.keep_checkpoints)
+                        run_eval()
+                    if step % save_every == 0 or step == total_steps:
+                        _save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
+                    if stopper.should_stop:
+                        stop_reason = (
+                            f"early stopping: validation loss did not improve for {stopper.patience} "
+                            f"evaluations after step {stopper.best_step}"
+                        )
+                        break
                     if step >= total_steps:
                         break
-                epoch += 1
+                if diverged or stopper.should_stop or step >= total_steps:
+                    break
+                epoch, next_group = epoch + 1, 0
     except KeyboardInterrupt:
         interrupted = True
-        stop_reason = f"interrupted by the user at step {step}"
+        optimizer.zero_grad(set_to_none=True)
+        stop_reason = f"interrupted at step {step}"
+        ckpt = _save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
+        console.print(f"[yellow]Interrupted: checkpoint saved in {ckpt}; continue with --resume {run.run_dir}[/yellow]")
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         log.close()
 
-    if history["best_step"] is None or not run.val:
+    if diverged:
+        stop_reason = f"diverged: {diverged}"
+    elif history["best_step"] is None or not run.val:
         # No validation (or it never improved): the result is the last state.
-        _save_weights(model, tok, weights_dir)
+        save_weights(model, tok, weights_dir)
     wall = time.perf_counter() - started
     summary = {
         "model": run.source.label,
         "random_init": run.source.random_init,
         "method": cfg.method,
+        "objective": run.objective,
         "data_format": run.data_format,
         "train_rows": len(run.train),
         "val_rows": len(run.val),
@@ -365,11 +526,13 @@ def fit(run: RunData, model, console: Console) -> dict:
         "best_step": history["best_step"],
         "final_val_loss": history["last_val_loss"],
         "stop_reason": stop_reason,
+        "interrupted": interrupted,
+        "resumed_from_step": resumed_at or None,
         "saved_weights": weights_dir.name,
         "saved_from_step": history["best_step"] if history["best_step"] is not None else step,
         "wall_time_s": round(wall, 1),
-        "tokens_per_s": round(tokens_seen / max(wall, 1e-9), 1),
-        "peak_memory_mib": _peak_rss_mib(),
+        "tokens_per_s": round((tokens_seen if not resumed_at else window["seen"]) / max(wall, 1e-9), 1),
+        "peak_memory_mib": peak_rss_mib(),
         "peak_memory_kind": "process RSS",
         "precision": "bf16" if bf16 else "fp32",
         "device": str(device),
@@ -378,35 +541,19 @@ def fit(run: RunData, model, console: Console) -> dict:
         summary["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_json(run.run_dir / "summary.json", summary)
     plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", f"{run.source.label} · {cfg.method}")
-    if interrupted:
-        console.print(f"[yellow]Interrupted; weights saved in {weights_dir}[/yellow]")
+    if diverged:
+        good = weights_dir if weights_dir.exists() else latest_checkpoint(run.run_dir)
+        where = f"; the last good weights are in {good}" if good else ""
+        raise UserError(f"training diverged: {diverged}{where}; lower --lr (now {cfg.lr}) and train again")
     return summary
-
-
-def _save_checkpoint(model, tokenizer, run_dir: Path, step: int, keep: int) -> None:
-    ckpt_root = run_dir / "checkpoints"
-    _save_weights(model, tokenizer, ckpt_root / f"step-{step:06d}")
-    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
-    for path in old[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def print_summary(console: Console, summary: dict, run_dir: Path) -> None:
     """The end-of-run table."""
     table = Table(title=f"Run finished: {run_dir}", show_header=False)
-    for key in (
-        "model",
-        "steps",
-        "tokens_seen",
-        "initial_val_loss",
-        "best_val_loss",
-        "best_step",
-        "final_train_loss",
-        "stop_reason",
-        "wall_time_s",
-        "tokens_per_s",
-        "peak_memory_mib",
-    ):
+    keys = ["model", "objective", "steps", "tokens_seen", "initial_val_loss", "best_val_loss", "best_step"]
+    keys += ["final_train_loss", "stop_reason", "wall_time_s", "tokens_per_s", "peak_memory_mib"]
+    for key in keys:
         value = summary.get(key)
         if isinstance(value, float):
             value = f"{value:.4f}" if "loss" in key else f"{value:,.1f}"
@@ -418,16 +565,51 @@ def print_summary(console: Console, summary: dict, run_dir: Path) -> None:
     )
 
 
-def main(cfg: TrainConfig, console: Console | None = None) -> tuple[dict, Path]:
-    """Run a whole training job; returns (summary, run directory)."""
-    console = console or Console(stderr=False)
-    torch.manual_seed(cfg.seed)
-    run = setup(cfg, console)
-    model = load_model(run.source)
-    if torch.cuda.is_available():
+def load_prepared_model(run: RunData):
+    """Load the base model the way the method needs it (quantised or not) and mark what trains."""
+    cfg = run.cfg
+    method = get_method(cfg.method)
+    # 4-bit compute in bf16 only where bf16 is asked for or native on the GPU; fp32 on CPU otherwise.
+    bf16_compute = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    quant = quantization_config(method, compute_bf16=bf16_compute)
+    model = load_model(run.source, quantization_config=quant)
+    if torch.cuda.is_available() and quant is None:
         model = model.to("cuda")
-    model = apply_method(model, cfg)
-    summary = fit(run, model, console)
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return apply_method(model, cfg)
+
+
+def main(cfg: TrainConfig, console: Console | None = None, resume: Path | None = None) -> tuple[dict, Path]:
+    """Run a whole training job (or continue one); returns (summary, run directory)."""
+    console = console or Console()
+    checkpoint = None
+    if resume is not None:
+        checkpoint = latest_checkpoint(resume)
+        if checkpoint is None:
+            raise UserError(f"{resume} has no complete checkpoint to resume from (checkpoints/step-*/{STATE_FILE})")
+    torch.manual_seed(cfg.seed)
+    run = setup(cfg, console, resume=resume is not None)
+    model = load_prepared_model(run)
+    if run.objective in ("dpo", "kto"):
+        if resume is not None:
+            raise UserError("--resume is not supported for dpo/kto runs yet; start the run again")
+        from lapidar.recipes.preference import fit_preference
+
+        summary = fit_preference(run, model, console)
+    else:
+        summary = fit(run, model, console, resume_from=checkpoint)
     print_summary(console, summary, run.run_dir)
-    sys.stdout.flush()
     return summary, run.run_dir
+
+
+def resume_config(run_dir: Path) -> TrainConfig:
+    """The config of an existing run, to continue it with `--resume`."""
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / RUN_FILE).is_file():
+        raise UserError(f"{run_dir} is not a lapidar run directory (config.yaml or {RUN_FILE} is missing)")
+    cfg = load_config(run_dir / "config.yaml", {})
+    cfg.output = str(run_dir)
+    return cfg

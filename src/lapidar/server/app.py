@@ -143,9 +143,7 @@ def create_app(
 
     def job(req: ChatRequest | CompletionRequest, prompt_ids: list[int]) -> Job:
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or default_max_tokens
-        return engine.check(
-            Job(prompt_ids, max_tokens, req.temperature, req.top_p, tuple(req.stop_list()), req.seed)
-        )
+        return engine.check(Job(prompt_ids, max_tokens, req.temperature, req.top_p, tuple(req.stop_list()), req.seed))
 
     def sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
         async def body() -> AsyncIterator[str]:
@@ -189,7 +187,10 @@ def create_app(
         async def chunks() -> AsyncIterator[dict]:
             base = {**head, "object": "chat.completion.chunk"}
             yield labelled(
-                {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                }
             )
             async for d in engine.stream(work):
                 if d.text:

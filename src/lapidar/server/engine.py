@@ -168,4 +168,8 @@ class Engine:
                     yield item
             finally:
                 cancel.set()
-                await asyncio.to_thread(thread.join)
+                try:
+                    await asyncio.to_thread(thread.join)
+                except asyncio.CancelledError:  # the client went away: wait (one token at most) in place
+                    thread.join()
+                    raise

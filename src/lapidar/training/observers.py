@@ -38,7 +38,7 @@ class EarlyStopping:
 class MetricsLog:
     """Append one JSON object per record to metrics.jsonl and mirror scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, purge_step: int | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
@@ -46,7 +46,8 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            # purge_step drops events an interrupted run wrote after the checkpoint it resumes from.
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def write(self, record: dict) -> None:
         """Log one record (must contain `step`)."""
