@@ -65,6 +65,20 @@ def train(
         typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."),
     ] = None,
     beta: Annotated[float | None, typer.Option(help="dpo/kto strength of the reference pull.")] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="Share held out for validation without --val-data.")
+    ] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="Dropout on the LoRA path.")] = None,
+    loraplus_lr_ratio: Annotated[float | None, typer.Option(help="lora-plus: LR multiplier for B.")] = None,
+    freeze_trainable_layers: Annotated[int | None, typer.Option(help="freeze: last N layers that train.")] = None,
+    max_grad_norm: Annotated[float | None, typer.Option(help="Gradient clipping norm.")] = None,
+    log_steps: Annotated[int | None, typer.Option(help="Write metrics every N steps.")] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Every N steps, generate validation answers and log their metrics.")
+    ] = None,
+    eval_metrics: Annotated[str | None, typer.Option(help="Comma-separated metrics for --eval-every.")] = None,
+    report_to: Annotated[str | None, typer.Option(help="wandb and/or mlflow (comma-separated); offline works.")] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="Periodic checkpoints kept.")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run directory from its last checkpoint (other flags ignored).")
     ] = None,

@@ -53,7 +53,9 @@ class TrainConfig(BaseModel):
     neftune_alpha: float | None = Field(
         None, gt=0, description="NEFTune: uniform noise of this scale on input embeddings (arXiv:2310.05914)."
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~1/3 more compute.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~1/3 more compute."
+    )
     seed: int = Field(42, description="Seed for data order, split, initialisation and dropout.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the hardware runs it fast (CUDA, CPU with AVX512-BF16)."
@@ -88,8 +90,14 @@ class TrainConfig(BaseModel):
     )
     min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count.")
     log_steps: int = Field(5, ge=1, description="Write metrics every N optimiser steps.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Every N steps, generate answers for validation rows and log their metrics."
+    )
+    eval_metrics: list[str] | None = Field(None, description="Metrics for eval_every (default: by answer shape).")
+    eval_rows: int = Field(32, ge=1, description="Validation rows used by eval_every.")
+    report_to: str | None = Field(None, description="Also log to wandb and/or mlflow (comma-separated); offline works.")
 
-    @field_validator("target_modules", "freeze_extra_modules", mode="before")
+    @field_validator("target_modules", "freeze_extra_modules", "eval_metrics", mode="before")
     @classmethod
     def _split_modules(cls, v: Any) -> Any:
         if isinstance(v, str):

@@ -50,7 +50,8 @@ def evaluated(tmp_path_factory):
     run = tmp_path_factory.mktemp("eval") / "topics"
     lapidar(
         "train", "--model", "tiny-qwen2.5", "--data", str(TRAIN), "--val-data", str(VAL), "--max-steps", "40",
-        "--lr", "2e-3", "--batch-size", "8", "--eval-steps", "10", "--seed", "7", "--output", str(run),
+        "--lr", "2e-3", "--batch-size", "8", "--eval-steps", "10", "--save-steps", "1000", "--seed", "7",
+        "--output", str(run),
     )  # fmt: skip
     proc = lapidar("eval", str(run), "--data", str(TEST), "--compare-base")
     result = json.loads((run / "eval" / "eval.json").read_text())
@@ -89,7 +90,9 @@ def test_numbers_match_scikit_learn(evaluated):
             sk.f1_score(y_true, preds, labels=labels, average="macro", zero_division=0)
         ), side
         cm = result[side]["confusion_matrix"]
-        assert [row[: len(labels)] for row in cm["matrix"]] == sk.confusion_matrix(y_true, preds, labels=labels).tolist()
+        assert [row[: len(labels)] for row in cm["matrix"]] == sk.confusion_matrix(
+            y_true, preds, labels=labels
+        ).tolist()
         assert scores["eos_rate"] == pytest.approx(
             sum((r if side == "model" else r["base"])["stopped_at_eos"] for r in rows) / len(rows)
         )
@@ -165,10 +168,15 @@ def test_options_on_a_preset(tmp_path, one_thread):
 
 def test_user_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "?"}]}) + "\n")
+    bad.write_text(
+        json.dumps({"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "?"}]}) + "\n"
+    )
     proc = lapidar("eval", "tiny-qwen2.5", "--data", str(bad), check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "bad.jsonl: line 1: the last message must be the reference" in proc.stderr
+    assert (
+        proc.stderr.strip().count("\n") == 0
+        and "bad.jsonl: line 1: the last message must be the reference" in proc.stderr
+    )
 
     from lapidar.errors import UserError
     from lapidar.evaluation.evaluate import EvalSettings, main

@@ -156,6 +156,10 @@ def test_no_verify_and_user_errors(run, tmp_path):
     assert (taken / "notes.txt").read_text() == "mine"
     with pytest.raises(UserError, match="valid choices: bf16, f16, f32, q4_k_m"):
         setup(ExportOptions(str(run), format="gguf", quant="q3"))
+    with pytest.raises(UserError, match="applies to --format gguf"):
+        setup(ExportOptions(str(run), quant="q8_0"))
+    with pytest.raises(UserError, match="expected a directory"):
+        setup(ExportOptions(str(run), format="gguf", output=tmp_path / "model.gguf"))
     assert setup(ExportOptions(str(run))).output == run / "export" / "merged"
     with pytest.raises(UserError, match="not a lapidar run directory"):
         from lapidar.export.merged import open_source

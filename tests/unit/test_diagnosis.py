@@ -67,7 +67,7 @@ def test_nan_loss_is_divergence(tmp_path):
     run = make_run(tmp_path, [(5, 9.0), (10, 7.0), (15, math.nan)], [(0, 12.0)], summary=False, config={"lr": 5.0})
     findings = diagnose(run)
     assert findings[0].severity == "problem" and findings[0].code == "divergence" and findings[0].step == 15
-    assert "--lr 5e-1" in findings[0].suggestion
+    assert "--lr 2e-4" in findings[0].suggestion
     assert "unfinished" in codes(findings)
 
 
@@ -134,7 +134,10 @@ def test_comparison_and_forgetting_from_eval_json(tmp_path):
     }
     run = make_run(tmp_path, falling(), [(0, 12.0), (60, 1.0)], eval_json=ev)
     findings = {f.code: f for f in diagnose(run)}
-    assert "0.000 -> 0.750" in findings["better_than_base"].evidence and "9 rows better" in findings["better_than_base"].evidence
+    assert (
+        "0.000 -> 0.750" in findings["better_than_base"].evidence
+        and "9 rows better" in findings["better_than_base"].evidence
+    )
     assert "80% to 50%" in findings["forgetting"].evidence
 
 
@@ -146,10 +149,10 @@ def test_findings_are_sorted_most_serious_first(tmp_path):
 
 
 def test_not_a_run_and_broken_metrics(tmp_path):
-    with pytest.raises(UserError, match="metrics.jsonl is missing"):
+    with pytest.raises(UserError, match=r"metrics\.jsonl is missing"):
         diagnose(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"step": 0, "val_loss": 1}\n{oops\n{"step": 5, "train_loss": 1}\n')
-    with pytest.raises(UserError, match="metrics.jsonl: line 2: not valid JSON"):
+    with pytest.raises(UserError, match=r"metrics\.jsonl: line 2: not valid JSON"):
         diagnose(tmp_path)
     # a cut last line (run killed mid-write) is ignored
     (tmp_path / "metrics.jsonl").write_text('{"step": 0, "val_loss": 1}\n{"step": 5, "train_lo')
@@ -166,7 +169,7 @@ def test_absurd_learning_rate_that_freezes_the_loss(tmp_path):
     train = [(5, 12.0), (10, 10.31), (15, 10.28), (20, 10.27), (25, 10.27), (30, 10.26)]
     val = [(0, 12.4), (10, 10.5), (20, 10.49), (30, 10.48)]
     div = next(f for f in diagnose(make_run(tmp_path / "a", train, val, config={"lr": 1.0})) if f.code == "divergence")
-    assert "froze" in div.title and "--lr 1e-1" in div.suggestion
+    assert "froze" in div.title and "default --lr 2e-4" in div.suggestion
     # the same curve with an ordinary learning rate is not blamed on it
     assert "divergence" not in codes(diagnose(make_run(tmp_path / "b", train, val, config={"lr": 2e-4})))
 
@@ -175,3 +178,8 @@ def test_stop_reason_naming_divergence(tmp_path):
     run = make_run(tmp_path, [(5, 10.0)], summary={"stop_reason": "diverged at step 7 (loss is nan)", "steps": 7})
     div = diagnose(run)[0]
     assert div.code == "divergence" and div.step == 7
+
+
+def test_ordinary_learning_rate_is_lowered_tenfold(tmp_path):
+    run = make_run(tmp_path, [(5, 8.0), (10, 4.0), (15, 2.0), (20, 6.5)], config={"lr": 3e-3})
+    assert "(--lr 3e-4, now 3e-3)" in diagnose(run)[0].suggestion

@@ -39,7 +39,9 @@ def _eval_files(run):
 
 def test_report_is_self_contained_and_complete(tmp_path):
     val = [(0, 12.0), (10, 5.0), (20, 3.1), (30, 2.5), (40, 2.8), (50, 3.4), (60, 4.0)]
-    extra = [{"step": s, "val_accuracy": a, "val_eos_rate": e} for s, a, e in [(0, 0.0, 0.0), (30, 0.7, 1.0), (60, 0.6, 1.0)]]
+    extra = [
+        {"step": s, "val_accuracy": a, "val_eos_rate": e} for s, a, e in [(0, 0.0, 0.0), (30, 0.7, 1.0), (60, 0.6, 1.0)]
+    ]
     run = make_run(tmp_path / "run", falling(), val, summary={"random_init": True, "best_step": 30, "steps": 60},
                    config={"lr": 2e-3, "data": "train.jsonl", "max_length": 512}, extra=extra)  # fmt: skip
     _eval_files(run)
@@ -49,7 +51,7 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert "<script" not in page and "<link" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
-    assert images == ["loss curves", "learning rate", "throughput", "generation metrics"]
+    assert images == ["loss curves", "learning rate", "throughput", "validation metrics"]
 
     assert "RANDOMLY INITIALISED" in page
     assert "Overfitting after step 30" in page  # the diagnosis

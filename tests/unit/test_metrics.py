@@ -47,7 +47,9 @@ def test_labels_ignore_case_and_end_punctuation():
 
 def test_token_f1_squad_definition():
     # prediction 4 words, reference 3, 2 shared: P = 2/4, R = 2/3, F1 = 2PR/(P+R) = 4/7
-    assert row("token_f1", "the cat sat on mat", "a cat on the rug") == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
+    assert row("token_f1", "the cat sat on mat", "a cat on the rug") == pytest.approx(
+        2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3)
+    )
     assert row("token_f1", "", "") == 1.0 and row("token_f1", "x", "") == 0.0
 
 
@@ -112,18 +114,20 @@ def test_bleu_and_chrf_are_sacrebleu():
 
 def test_json_validity_and_schema(tmp_path):
     schema_file = tmp_path / "schema.json"
-    schema_file.write_text(json.dumps({"type": "object", "required": ["label"], "properties": {"label": {"enum": ["a", "b"]}}}))
+    schema_file.write_text(
+        json.dumps({"type": "object", "required": ["label"], "properties": {"label": {"enum": ["a", "b"]}}})
+    )
     schema = load_json_schema(schema_file)
     conforms = json_schema_metric(schema).row
     assert conforms is not None
     assert conforms(Answer('{"label": "a"}', "")) == 1.0
     assert conforms(Answer('{"label": "c"}', "")) == 0.0
     assert conforms(Answer("label: a", "")) == 0.0
-    assert row("json_valid", ' [1, 2] ', "") == 1.0 and row("json_valid", "{'a': 1}", "") == 0.0
+    assert row("json_valid", " [1, 2] ", "") == 1.0 and row("json_valid", "{'a': 1}", "") == 0.0
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"type": "no-such-type"}))
-    with pytest.raises(UserError, match="bad.json: invalid JSON Schema"):
+    with pytest.raises(UserError, match=r"bad\.json: invalid JSON Schema"):
         load_json_schema(bad)
     with pytest.raises(UserError, match="not found"):
         load_json_schema(tmp_path / "missing.json")
@@ -131,7 +135,9 @@ def test_json_validity_and_schema(tmp_path):
 
 def test_custom_metric_from_file_and_module(tmp_path):
     path = tmp_path / "my_metrics.py"
-    path.write_text("def starts_same(pred, ref):\n    return pred[:1] == ref[:1]\n\ndef broken(pred, ref):\n    return 'x'\n")
+    path.write_text(
+        "def starts_same(pred, ref):\n    return pred[:1] == ref[:1]\n\ndef broken(pred, ref):\n    return 'x'\n"
+    )
     metric = custom_metric(f"{path}:starts_same")
     assert metric.name == "starts_same" and metric.row is not None
     assert metric.row(Answer("abc", "axe")) == 1.0 and metric.row(Answer("b", "a")) == 0.0
@@ -167,3 +173,11 @@ def test_length_and_eos_rate():
     answers = [Answer("a", "a", stopped_at_eos=True, n_tokens=3), Answer("b", "a", stopped_at_eos=False, n_tokens=9)]
     totals, _ = score(answers, resolve_metrics(["answer_length", "eos_rate"], ["a", "a"]))
     assert totals == {"answer_length": 6.0, "eos_rate": 0.5}
+
+
+def test_generation_metrics_skips_rows_without_an_answer():
+    from lapidar.data.formats import Example
+    from lapidar.evaluation.evaluate import generation_metrics
+
+    rows = [Example([], "t.jsonl: line 1", kind="text", text="raw"), Example([{"role": "user", "content": "q"}], "x")]
+    assert generation_metrics(None, None, rows) == {}  # nothing to score: the model is not even touched

@@ -58,9 +58,7 @@ def test_wandb_goes_offline_without_a_key(tmp_path, monkeypatch):
         def finish(self, exit_code=0):
             calls.append(("finish", exit_code))
 
-    fake = types.SimpleNamespace(
-        init=lambda **kw: calls.append(("init", kw)) or FakeRun(), Settings=lambda **kw: kw
-    )
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)) or FakeRun(), Settings=lambda **kw: kw)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

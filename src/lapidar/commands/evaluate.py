@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from lapidar.commands import quiet_libraries
+from lapidar.evaluation.metrics import METRICS
 
 __all__ = ["eval_command", "report"]
 
@@ -23,9 +24,8 @@ def eval_command(
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated: exact_match, normalized_exact_match, accuracy, macro_f1, contains, token_f1, "
-            "rouge_l, bleu, chrf, json_valid, json_schema, answer_length, eos_rate. Default: chosen from the "
-            "answers' shape (labels, JSON or free text); the first is the headline metric."
+            help=f"Comma-separated: {', '.join([*METRICS, 'json_schema'])}. Default: chosen from the answers' "
+            "shape (labels, JSON or free text); the first is the headline metric."
         ),
     ] = None,
     output: Annotated[
@@ -36,7 +36,10 @@ def eval_command(
     ] = False,
     probe: Annotated[
         str,
-        typer.Option(help="General-ability probe scored before and after fine-tuning: builtin, a data file, or none."),
+        typer.Option(
+            help="General-ability probe scored on the base and the fine-tune: builtin (run directories only), "
+            "a data file, or none."
+        ),
     ] = "builtin",
     json_schema: Annotated[
         Path | None, typer.Option(help="JSON Schema file; adds the json_schema metric (answers that conform).")

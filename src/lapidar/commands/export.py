@@ -72,7 +72,8 @@ def predict(
     from lapidar.inference import predict as recipe
     from lapidar.inference.generate import SamplingOptions, load_for_inference
 
-    recipe.read_prompts(data, format)  # fail on a bad file before loading the model
+    # A bad data file, or an output file holding other predictions, fails before the model is loaded.
+    recipe.resume_point(output, recipe.read_prompts(data, format))
     quiet_libraries()
     loaded = load_for_inference(run_dir)
     sampling = SamplingOptions(max_new_tokens, temperature, top_p, seed)

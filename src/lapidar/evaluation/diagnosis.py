@@ -126,7 +126,11 @@ def _loss_at(series: list[tuple[int, float]], step: int) -> float | None:
 
 
 def _fmt_lr(lr: float) -> str:
-    return f"{lr:.0e}".replace("e-0", "e-")
+    """0.5, 10, 2e-4 (the way people write learning rates)."""
+    if lr >= 0.01:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 # ---------------------------------------------------------------- the checks, one per failure mode
@@ -134,17 +138,24 @@ def _fmt_lr(lr: float) -> str:
 
 def _divergence(r: RunRecords) -> Finding | None:
     lr = r.config.get("lr")
-    suggestion = (
-        f"Lower the learning rate about 10x (--lr {_fmt_lr(lr / 10)}, now {_fmt_lr(lr)})" if lr else "Lower --lr 10x"
-    ) + " and keep a warmup (warmup_ratio 0.03-0.1); gradient clipping (max_grad_norm 1.0) is on by default."
+    if not lr:
+        lower = "Lower --lr about 10x"
+    elif lr > HIGH_LR:
+        lower = f"--lr {_fmt_lr(lr)} is far above the usual 1e-5 to 5e-3: start from lapidar's default --lr 2e-4"
+    else:
+        lower = f"Lower the learning rate about 10x (--lr {_fmt_lr(lr / 10)}, now {_fmt_lr(lr)})"
+    suggestion = f"{lower} and keep a warmup (--warmup-ratio 0.03 to 0.1); gradient clipping (max_grad_norm 1.0) is on."
 
     def found(title: str, evidence: str, step: int | None) -> Finding:
         return Finding("problem", f"Training diverged: {title}", evidence, suggestion, "divergence", step)
 
-    for name, series in (("training", r.train), ("validation", r.val)):
-        bad = next((s for s, v in series if not math.isfinite(v)), None)
-        if bad is not None:
-            return found(f"{name} loss became NaN/inf at step {bad}", f"the {name} loss is not a finite number", bad)
+    broken = [(s, name) for name, series in (("training", r.train), ("validation", r.val)) for s, v in series
+              if not math.isfinite(v)]  # fmt: skip
+    if broken:
+        step, name = min(broken)
+        stopped = str((r.summary or {}).get("stop_reason", ""))
+        evidence = f"the {name} loss is not a finite number from step {step}" + (f" ({stopped})" if stopped else "")
+        return found(f"the loss became NaN/inf at step {step}", evidence, step)
     reason = str((r.summary or {}).get("stop_reason", ""))
     if "diverg" in reason:
         return found("the run stopped", reason, (r.summary or {}).get("steps"))
@@ -279,12 +290,12 @@ def _early_stopping(r: RunRecords) -> Finding | None:
     quick = best is not None and eval_steps and best <= eval_steps
     return Finding(
         "info",
-        f"Early stopping ended the run at step {r.summary['steps']}",  # type: ignore[index]
+        f"Early stopping ended the run at step {(r.summary or {}).get('steps')}",
         f"{reason}; the saved weights are from step {best}",
         "It stopped almost at once: the learning rate may be too high or the validation rows unlike the training "
         "rows; try a lower --lr."
         if quick
-        else "This is early stopping doing its job. To let the run go further, raise --patience or --min-delta 0.",
+        else "This is early stopping doing its job; to let a run go further, raise --patience.",
         "early_stopping",
         best,
     )
@@ -341,12 +352,15 @@ def _comparison(r: RunRecords) -> list[Finding]:
         rows = ev.get("row_changes") or {}
         counts = f" ({len(rows.get('better', []))} rows better, {len(rows.get('worse', []))} worse)" if rows else ""
         if after > before:
+            worse = len(rows.get("worse", []))
             out.append(
                 Finding(
                     "good",
                     f"The fine-tune beats the base model on {primary}",
                     f"{primary} {before:.3f} -> {after:.3f} on {ev.get('rows')} test rows{counts}",
-                    "Look at the rows that got worse in eval/predictions.jsonl before shipping.",
+                    f"Read the {worse} rows that got worse (eval/eval.json, row_changes) before shipping."
+                    if worse
+                    else "No row got worse; confirm on a larger test set before shipping.",
                     "better_than_base",
                 )
             )

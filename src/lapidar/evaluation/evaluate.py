@@ -13,7 +13,7 @@ import importlib.resources
 import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lapidar.data.formats import Example, load_examples
+from lapidar.data.formats import Example, load_dataset, require_kind
 from lapidar.data.tokenize import collate, encode_conversation
 from lapidar.errors import UserError
 from lapidar.evaluation.metrics import (
@@ -45,6 +45,8 @@ __all__ = [
     "EvalSettings",
     "ModelScores",
     "answer_loss",
+    "auto_max_new_tokens",
+    "base_model",
     "bundled_probe",
     "generate_answers",
     "generation_metrics",
@@ -89,7 +91,6 @@ class ModelScores:
     loss: float
     perplexity: float
     confusion: dict | None = None
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """The part of eval.json that describes this model."""
@@ -102,7 +103,7 @@ class ModelScores:
         }
         if self.confusion is not None:
             out["confusion_matrix"] = self.confusion
-        return out | self.extra
+        return out
 
 
 # ---------------------------------------------------------------- data
@@ -110,7 +111,9 @@ class ModelScores:
 
 def load_test_examples(path: Path, limit: int | None = None) -> list[Example]:
     """Read a test file; every row must end with the reference answer (an assistant message)."""
-    examples, _ = load_examples(path)
+    ds = load_dataset(path)
+    require_kind(ds, ("sft",), "`lapidar eval` (prompts with reference answers)")
+    examples = ds.examples
     for ex in examples:
         role = ex.messages[-1]["role"]
         if role != "assistant":
@@ -246,7 +249,8 @@ def generation_metrics(
         model, tokenizer = loaded_or_model.model, tokenizer or loaded_or_model.tokenizer
     else:
         model = loaded_or_model
-    examples = [ex for ex in examples if ex.messages[-1]["role"] == "assistant"]
+    # Only chat rows that end with an answer can be scored (not raw text or preference pairs).
+    examples = [ex for ex in examples if ex.kind == "sft" and ex.messages and ex.messages[-1]["role"] == "assistant"]
     if not examples:
         return {}
     references = [ex.messages[-1]["content"] for ex in examples]
@@ -402,7 +406,7 @@ def _fmt(metric: str, value: float | None) -> str:
     if metric in ("bleu", "chrf", "answer_length"):
         return f"{value:.1f}"
     if metric in ("loss", "perplexity"):
-        return f"{value:.3f}" if value < 1e4 else f"{value:.3g}"
+        return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"
     return f"{value:.3f}"
 
 
@@ -421,7 +425,8 @@ def _print_scores(console: Console, title: str, model: ModelScores, base: ModelS
         if base is not None:
             b = base.totals.get(name, getattr(base, name, None))
             delta = None if b is None or value is None else value - b
-            cells += [_fmt(name, b), _fmt(name, value), "-" if delta is None else f"{delta:+.3f}".rstrip("0")]
+            change = "-" if delta is None else ("+" if delta >= 0 else "") + _fmt(name, delta)
+            cells += [_fmt(name, b), _fmt(name, value), change]
         else:
             cells.append(_fmt(name, value))
         table.add_row(*cells)
@@ -442,7 +447,7 @@ def _print_row_changes(console: Console, changes: dict, show: int = 5) -> None:
     for key, colour in (("better", "green"), ("worse", "red")):
         for e in changes[key][:show]:
             console.print(
-                f"  [{colour}]{key}[/{colour}] {escape(e['source'])}: {_short(e['prompt'], 50)}\n"
+                f"  [{colour}]{key}[/{colour}] {escape(e['source'].rpartition(': ')[2])}: {_short(e['prompt'], 60)}\n"
                 f"      reference {_short(e['reference'])}\n"
                 f"      base      {_short(e['base_prediction'])}  ({e['base_score']:.2f})\n"
                 f"      tuned     {_short(e['prediction'])}  ({e['score']:.2f})"
@@ -461,6 +466,7 @@ def _output_dir(settings: EvalSettings, meta: dict | None) -> Path:
 
 
 def _max_length(target: str) -> int:
+    """The run's max_length (answers are cut where training cut them), else the training default."""
     import yaml
 
     cfg = Path(target) / "config.yaml"
@@ -470,9 +476,31 @@ def _max_length(target: str) -> int:
     return 1024
 
 
-def main(settings: EvalSettings, console: Console | None = None) -> dict:
-    """Run `lapidar eval`; writes eval.json and predictions.jsonl and returns eval.json's content."""
-    console = console or Console()
+def _probe_examples(settings: EvalSettings, meta: dict | None) -> tuple[Path | None, list[Example]]:
+    """The probe to run: the bundled one for runs (it needs a base to compare with), the user's file always."""
+    if settings.probe == "none" or (settings.probe == "builtin" and meta is None):
+        return None, []
+    path = bundled_probe() if settings.probe == "builtin" else Path(settings.probe)
+    return path, load_test_examples(path)
+
+
+@dataclass
+class _Plan:
+    """Everything decided before a model is loaded (so bad input fails fast)."""
+
+    meta: dict | None
+    examples: list[Example]
+    metrics: list[Metric]
+    shape: str
+    classification: bool
+    primary: str
+    probe_path: Path | None
+    probe_examples: list[Example]
+    out_dir: Path
+    max_length: int
+
+
+def _plan(settings: EvalSettings) -> _Plan:
     meta = _run_meta(settings.target)
     if settings.compare_base and meta is None:
         raise UserError(
@@ -483,59 +511,66 @@ def main(settings: EvalSettings, console: Console | None = None) -> dict:
     references = [ex.messages[-1]["content"] for ex in examples]
     metrics = resolve_metrics(settings.metrics, references, schema, settings.metric_fn)
     shape = task_shape(references)
-    classification = shape == "classification" or any(m.name in ("accuracy", "macro_f1") for m in metrics)
-    primary = next(m.name for m in metrics if m.row is not None and m.higher_is_better)
-    probe_path = (
-        None if settings.probe == "none" else (bundled_probe() if settings.probe == "builtin" else Path(settings.probe))
+    # The headline metric: the first one that scores single rows and where higher is better.
+    scored = [m.name for m in metrics if m.row is not None and m.higher_is_better]
+    probe_path, probe_examples = _probe_examples(settings, meta)
+    return _Plan(
+        meta=meta,
+        examples=examples,
+        metrics=metrics,
+        shape=shape,
+        classification=shape == "classification" or any(m.name in ("accuracy", "macro_f1") for m in metrics),
+        primary=scored[0] if scored else metrics[0].name,
+        probe_path=probe_path,
+        probe_examples=probe_examples,
+        out_dir=_output_dir(settings, meta),
+        max_length=_max_length(settings.target),
     )
-    run_probe = probe_path is not None and (meta is not None or settings.probe != "builtin")
-    probe_examples = load_test_examples(probe_path) if run_probe and probe_path else []
-    out_dir = _output_dir(settings, meta)
-    max_length = _max_length(settings.target)
+
+
+def main(settings: EvalSettings, console: Console | None = None) -> dict:
+    """Run `lapidar eval`; writes eval.json and predictions.jsonl and returns eval.json's content."""
+    console = console or Console()
+    plan = _plan(settings)
+    batch, length = settings.batch_size, plan.max_length
 
     loaded = load_for_inference(settings.target)
-    budget = settings.max_new_tokens or auto_max_new_tokens(loaded.tokenizer, references)
+    budget = settings.max_new_tokens or auto_max_new_tokens(
+        loaded.tokenizer, [ex.messages[-1]["content"] for ex in plan.examples]
+    )
     console.print(
-        f"[bold]Evaluating[/bold] {escape(loaded.label)} on {len(examples)} rows of {settings.data} "
-        f"({shape} answers; metrics {', '.join(m.name for m in metrics)}; greedy, up to {budget} new tokens)"
+        f"[bold]Evaluating[/bold] {escape(loaded.label)} on {len(plan.examples)} rows of {settings.data} "
+        f"({plan.shape} answers; metrics {', '.join(m.name for m in plan.metrics)}; greedy, up to {budget} new tokens)"
     )
-    model = score_model(loaded, examples, metrics, budget, settings.batch_size, max_length, classification)
+    model = score_model(loaded, plan.examples, plan.metrics, budget, batch, length, plan.classification)
     probe_metrics = resolve_metrics(PROBE_METRICS, [])
-    probe_budget = (
-        max(48, auto_max_new_tokens(loaded.tokenizer, [ex.messages[-1]["content"] for ex in probe_examples]))
-        if probe_examples
-        else 0
-    )
-    probe_after = (
-        score_model(loaded, probe_examples, probe_metrics, probe_budget, settings.batch_size, max_length)
-        if probe_examples
-        else None
-    )
-    base = probe_before = None
-    if meta is not None and (settings.compare_base or probe_examples):
-        with base_model(loaded, meta) as base_loaded:
+    probe_budget = 0
+    probe_after = probe_before = base = None
+    if plan.probe_examples:
+        # Probe answers are short facts, but a chatty model needs room to reach them.
+        refs = [ex.messages[-1]["content"] for ex in plan.probe_examples]
+        probe_budget = max(48, auto_max_new_tokens(loaded.tokenizer, refs))
+        probe_after = score_model(loaded, plan.probe_examples, probe_metrics, probe_budget, batch, length)
+    if plan.meta is not None and (settings.compare_base or plan.probe_examples):
+        with base_model(loaded, plan.meta) as base_loaded:
             if settings.compare_base:
-                base = score_model(
-                    base_loaded, examples, metrics, budget, settings.batch_size, max_length, classification
-                )
-            if probe_examples:
-                probe_before = score_model(
-                    base_loaded, probe_examples, probe_metrics, probe_budget, settings.batch_size, max_length
-                )
+                base = score_model(base_loaded, plan.examples, plan.metrics, budget, batch, length, plan.classification)
+            if plan.probe_examples:
+                probe_before = score_model(base_loaded, plan.probe_examples, probe_metrics, probe_budget, batch, length)
 
     result: dict[str, Any] = {
         "target": settings.target,
         "data": str(settings.data),
-        "rows": len(examples),
-        "task_shape": shape,
-        "metrics": [m.name for m in metrics],
-        "metric_descriptions": {m.name: m.description for m in metrics},
-        "primary_metric": primary,
+        "rows": len(plan.examples),
+        "task_shape": plan.shape,
+        "metrics": [m.name for m in plan.metrics],
+        "metric_descriptions": {m.name: m.description for m in plan.metrics},
+        "primary_metric": plan.primary,
         "settings": {
             "greedy": True,
             "max_new_tokens": budget,
-            "batch_size": settings.batch_size,
-            "max_length": max_length,
+            "batch_size": batch,
+            "max_length": length,
             "json_schema": str(settings.json_schema) if settings.json_schema else None,
             "metric_fn": settings.metric_fn,
         },
@@ -550,35 +585,51 @@ def main(settings: EvalSettings, console: Console | None = None) -> dict:
             base.totals | {"loss": base.loss, "perplexity": base.perplexity},
             model.totals | {"loss": model.loss, "perplexity": model.perplexity},
         )
-        result["row_changes"] = _row_changes(model, base, primary, examples)
+        result["row_changes"] = _row_changes(model, base, plan.primary, plan.examples)
     if probe_after is not None:
-        probe: dict[str, Any] = {"data": str(probe_path), "rows": len(probe_examples), "model": probe_after.summary()}
+        probe: dict[str, Any] = {
+            "data": str(plan.probe_path),
+            "rows": len(plan.probe_examples),
+            "model": probe_after.summary(),
+        }
         if probe_before is not None:
             probe["base"] = probe_before.summary()
             probe |= _forgetting_verdict(probe_before, probe_after)
         result["probe"] = probe
 
-    write_text(out_dir / "predictions.jsonl", _prediction_rows(examples, model, base, shape))
+    out = plan.out_dir
+    write_text(out / "predictions.jsonl", _prediction_rows(plan.examples, model, base, plan.shape))
     if probe_after is not None:
         write_text(
-            out_dir / "probe_predictions.jsonl", _prediction_rows(probe_examples, probe_after, probe_before, "text")
+            out / "probe_predictions.jsonl", _prediction_rows(plan.probe_examples, probe_after, probe_before, "text")
         )
-    write_json(out_dir / "eval.json", result)
+    write_json(out / "eval.json", result)
+    _print_results(console, result, settings, model, base, probe_after, probe_before)
+    if loaded.random_init:
+        console.print(f"[yellow]{RANDOM_LABEL}[/yellow]")
+    console.print(f"Results: {out / 'eval.json'}  ·  answers: {out / 'predictions.jsonl'}")
+    return result
 
-    _print_scores(console, f"{settings.data}: {len(examples)} rows", model, base)
+
+def _print_results(
+    console: Console,
+    result: dict,
+    settings: EvalSettings,
+    model: ModelScores,
+    base: ModelScores | None,
+    probe_after: ModelScores | None,
+    probe_before: ModelScores | None,
+) -> None:
+    _print_scores(console, f"{settings.data}: {result['rows']} rows", model, base)
     if model.confusion is not None:
         _print_confusion(console, model.confusion)
     if base is not None:
         _print_row_changes(console, result["row_changes"])
     if probe_after is not None:
-        _print_scores(console, f"General-ability probe ({len(probe_examples)} rows)", probe_after, probe_before)
+        _print_scores(console, f"General-ability probe ({result['probe']['rows']} rows)", probe_after, probe_before)
         if "verdict" in result["probe"]:
             colour = "yellow" if result["probe"]["forgetting"] else "green"
             console.print(f"[{colour}]Probe: {escape(result['probe']['verdict'])}[/{colour}]")
-    if loaded.random_init:
-        console.print(f"[yellow]{RANDOM_LABEL}[/yellow]")
-    console.print(f"Results: {out_dir / 'eval.json'}  ·  answers: {out_dir / 'predictions.jsonl'}")
-    return result
 
 
 def _print_confusion(console: Console, confusion: dict) -> None:

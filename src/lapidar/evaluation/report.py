@@ -86,14 +86,16 @@ def _generation_chart(generation: dict[str, list[tuple[int, float]]]) -> bytes |
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(series) :]:
         ax.axis("off")
-    fig.suptitle("generation metrics on validation rows", fontsize=10)
+    fig.suptitle("validation metrics besides loss (generation metrics, reward accuracy...)", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
 
 def plot_generation_metrics(run_dir: Path) -> Path | None:
-    """Write RUN_DIR/metrics.png with one small chart per generation metric logged as `val_<name>` in
-    metrics.jsonl (everything but val_loss). Returns the path, or None when no such metric was logged."""
+    """Write RUN_DIR/metrics.png: one small chart per validation metric other than the loss in metrics.jsonl
+    (`val_<name>`: generation metrics such as val_accuracy, a preference run's val_reward_accuracy).
+
+    Returns the path, or None when no such metric was logged."""
     png = _generation_chart(read_run(run_dir).generation)
     if png is None:
         return None
@@ -123,7 +125,7 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return _e(value)
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value and abs(value) < 1e-3) else f"{value:.{digits}f}"
+        return f"{value:.4g}" if abs(value) >= 1e6 or (value and abs(value) < 1e-3) else f"{value:,.{digits}f}"
     return _e(f"{value:,}" if isinstance(value, int) else value)
 
 
@@ -270,10 +272,10 @@ def _samples_html(path: Path, ev: dict, n: int = 8) -> str:
             [
                 _e(prompt),
                 _e(r["reference"]),
-                _e(base["prediction"]) + f"<br><small>{_e(primary)} {_num(base['scores'].get(primary))}</small>"
+                _e(base["prediction"]) + f"<br><small>{_e(primary)} {_num(base['scores'].get(primary), 2)}</small>"
                 if base
                 else "",
-                _e(r["prediction"] + stop) + f"<br><small>{_e(primary)} {_num(r['scores'].get(primary))}</small>",
+                _e(r["prediction"] + stop) + f"<br><small>{_e(primary)} {_num(r['scores'].get(primary), 2)}</small>",
             ]
         )
     header = ["prompt (last message)", "reference", "base answer", "fine-tuned answer"]
@@ -325,7 +327,7 @@ def write_report(run_dir: Path | str) -> Path:
         if summary.get("random_init")
         else ""
     )
-    key_rows = [[k.replace("_", " "), _num(summary[k])] for k in _KEY_NUMBERS if k in summary]
+    key_rows = [[k.replace("_", " "), _num(summary[k], 4 if "loss" in k else 1)] for k in _KEY_NUMBERS if k in summary]
     if r.summary is None:
         key_rows = [["status", "the run did not finish (no summary.json)"]]
     sections = [
@@ -336,7 +338,7 @@ def write_report(run_dir: Path | str) -> Path:
         "<h2>Curves</h2>" + _img(loss_png, "loss curves") + _img(lr_png, "learning rate") + _img(tps_png, "throughput"),
     ]
     if gen_png is not None:
-        sections.append("<h2>Generation metrics during training</h2>" + _img(gen_png, "generation metrics"))
+        sections.append("<h2>Validation metrics during training</h2>" + _img(gen_png, "validation metrics"))
     if r.eval is not None:
         sections.append("<h2>Evaluation</h2>" + _eval_html(r.eval, run_dir))
     else:

@@ -28,7 +28,16 @@ import torch
 
 from lapidar.errors import UserError, unknown_choice
 
-__all__ = ["QUANTS", "Quant", "gguf_token_table", "llama_cpp_available", "write_gguf"]
+__all__ = [
+    "INSTALL_HINT",
+    "QUANTS",
+    "Quant",
+    "get_quant",
+    "gguf_token_table",
+    "llama_cpp_available",
+    "quantize_gguf",
+    "write_gguf",
+]
 
 INSTALL_HINT = "install the export extra: pip install 'lapidar[export]' (compiles llama.cpp, ~5 min)"
 

@@ -27,7 +27,7 @@ from lapidar.data.readers import read_rows
 from lapidar.errors import UserError, unknown_choice
 from lapidar.inference.generate import Loaded, SamplingOptions, _gen_kwargs, random_notice
 
-__all__ = ["PredictOptions", "PromptRow", "main", "predict_batch", "prompt_messages", "read_prompts"]
+__all__ = ["PredictOptions", "PromptRow", "main", "predict_batch", "prompt_messages", "read_prompts", "resume_point"]
 
 # Single-turn formats name their answer field; a prediction file may leave it out (there is nothing to compare
 # with yet). Such rows get an empty answer so the training-data converters apply unchanged, then lose it again.
@@ -120,8 +120,10 @@ def _input_columns(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in OUTPUT_FIELDS}
 
 
-def _resume(output: Path, rows: list[PromptRow]) -> int:
+def resume_point(output: Path, rows: list[PromptRow]) -> int:
     """How many rows `output` already holds for this input (0 if none); drops a half-written last line."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory; pass a file name such as {output / 'predictions.jsonl'}")
     if not output.exists():
         return 0
     data = output.read_bytes()
@@ -154,7 +156,7 @@ def main(
     if opts.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {opts.batch_size}")
     rows = read_prompts(data, opts.fmt)
-    done = _resume(output, rows)
+    done = resume_point(output, rows)
     notice = random_notice(loaded)
     if notice:
         console.print(f"[yellow]{loaded.label}[/yellow]: every prediction is marked with prediction_warning")

@@ -64,6 +64,8 @@ class ExportResult:
 
 @dataclass
 class Written:
+    """What a format's writer produced inside the (temporary) output directory."""
+
     files: list[Path]
     gguf: Path | None = None
     next_step: str = ""
@@ -177,6 +179,12 @@ def setup(opts: ExportOptions) -> ExportOptions:
     """Check the options before any model is loaded; fill in the default output directory."""
     if opts.format not in FORMATS:
         raise unknown_choice("export format", opts.format, list(FORMATS))
+    if opts.format == "merged" and opts.quant != "f16":
+        raise UserError(
+            f"--quant {opts.quant} applies to --format gguf or ollama; a merged folder keeps the model's dtype"
+        )
+    if opts.output is not None and opts.output.suffix.lower() == ".gguf":
+        raise UserError(f"--output {opts.output}: expected a directory (the .gguf file is written inside it)")
     if opts.format != "merged":
         q = gguf_export.get_quant(opts.quant)
         try:

@@ -57,7 +57,7 @@ from lapidar.training.schedule import lr_factor
 if TYPE_CHECKING:
     from lapidar.recipes.train import RunData
 
-__all__ = ["dpo_loss", "fit_preference", "kto_kl", "kto_loss", "sequence_logps"]
+__all__ = ["OBJECTIVES", "dpo_loss", "encode_answer", "fit_preference", "kto_kl", "kto_loss", "sequence_logps"]
 
 
 # ---------------------------------------------------------------- the losses
@@ -128,8 +128,8 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 # ---------------------------------------------------------------- data
 
 
-def _encode_answer(tokenizer, prompt: list[Message], answer: list[Message], max_length: int, where: str) -> Encoded:
-    """Encode prompt + answer with labels on the answer turns only.
+def encode_answer(tokenizer, prompt: list[Message], answer: list[Message], max_length: int, where: str = "") -> Encoded:
+    """Encode prompt + answer with labels on the answer turns (and their EOS) only.
 
     `encode_conversation` labels every assistant turn; the ones inside a multi-turn prompt are not what is being
     rated, so their label runs (one contiguous run per turn: template tokens separate them) are masked again.
@@ -172,7 +172,7 @@ def _encode_rows(
                 f"got a {ex.kind} row"
             )
         turns = [ex.chosen or [], ex.rejected or []] if objective == "dpo" else [ex.completion or []]
-        answers = tuple(_encode_answer(tokenizer, ex.messages, t, max_length, ex.source) for t in turns)
+        answers = tuple(encode_answer(tokenizer, ex.messages, t, max_length, ex.source) for t in turns)
         truncated += any(a.truncated for a in answers)
         if any(a.n_answer_tokens == 0 for a in answers):
             dropped += 1
@@ -301,7 +301,7 @@ def _kto_batch(ctx: _Ctx, rows: list[_Row], ids: list[int], split: str, tally: _
     """
     others = [ids[k - 1] for k in range(len(ids))]
     mismatched = [
-        _encode_answer(ctx.tokenizer, rows[i].prompt, rows[j].completion, ctx.max_length, rows[i].source)
+        encode_answer(ctx.tokenizer, rows[i].prompt, rows[j].completion, ctx.max_length, rows[i].source)
         for i, j in zip(ids, others, strict=True)
     ]
     kl_batch = ctx.tensors(mismatched)
@@ -456,7 +456,9 @@ def fit_preference(run: RunData, model, console: Console) -> dict:
     # SIGTERM (a scheduler's kill) is handled like Ctrl-C: keep the weights, write the summary, exit.
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted = False
-    log = MetricsLog(run.run_dir)
+    log = MetricsLog(run.run_dir, trackers=run.trackers)
+    if run.trackers is not None:
+        run.trackers.start(cfg.model_dump())
     window_start = started = time.perf_counter()
     try:
         if val_rows:
@@ -525,7 +527,7 @@ def fit_preference(run: RunData, model, console: Console) -> dict:
         stop_reason = f"interrupted at step {step}"
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        log.close()
+        log.close(ok=diverged is None)
 
     if diverged:
         stop_reason = f"diverged: {diverged}"

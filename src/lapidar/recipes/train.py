@@ -31,6 +31,9 @@ from lapidar.data.formats import Example, bundled_example, load_examples
 from lapidar.data.quality import fatal_findings, raise_on_fatal
 from lapidar.data.tokenize import Encoded, answer_spans, collate, encode_conversation
 from lapidar.errors import UserError
+from lapidar.evaluation.diagnosis import diagnose, print_findings
+from lapidar.evaluation.evaluate import generation_metrics
+from lapidar.evaluation.report import plot_generation_metrics
 from lapidar.io import atomic_dir, write_json, write_text
 from lapidar.methods import apply_method, get_method, quantization_config, resolve_targets
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
@@ -39,6 +42,7 @@ from lapidar.training.loss import causal_lm_loss
 from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, read_metrics
 from lapidar.training.optim import build_optimizer
 from lapidar.training.schedule import lr_factor
+from lapidar.training.trackers import open_trackers
 
 __all__ = ["RunData", "fit", "main", "peak_rss_mib", "save_weights", "setup", "use_bf16"]
 
@@ -63,6 +67,7 @@ class RunData:
     val: list[Encoded]
     data_format: str
     notes: list[str] = field(default_factory=list)
+    trackers: Any = None  # W&B/MLflow sinks (lapidar.training.trackers.Trackers), opened before the model loads
 
 
 # ---------------------------------------------------------------- setup
@@ -193,7 +198,9 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
         )
     if objective == "sft":
         _show_first_example(console, tokenizer, examples[0])
-    return RunData(cfg, run_dir, source, tokenizer, objective, examples, val_examples, train, val, fmt, notes)
+    # Opened here so that a missing wandb/mlflow package fails before a large model is loaded.
+    trackers = open_trackers(cfg.report_to, run_dir, run_dir.name)
+    return RunData(cfg, run_dir, source, tokenizer, objective, examples, val_examples, train, val, fmt, notes, trackers)
 
 
 def _show_first_example(console: Console, tokenizer, example: Example) -> None:
@@ -379,7 +386,9 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
             "torch_rng": torch.get_rng_state(),
         }
 
-    log = MetricsLog(run.run_dir, purge_step=step + 1 if resume_from is not None else None)
+    log = MetricsLog(run.run_dir, purge_step=step + 1 if resume_from is not None else None, trackers=run.trackers)
+    if run.trackers is not None:
+        run.trackers.start(cfg.model_dump())
     n_trainable = sum(p.numel() for p in trainable)
     console.print(
         f"[bold]Training[/bold] {escape(run.source.label)}: {run.objective} with {cfg.method}, "
@@ -403,9 +412,22 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
             save_weights(model, tok, weights_dir)
             history.update(best_val_loss=val_loss, best_step=step)
 
+    def run_generation_eval() -> None:
+        # Answers generated for a few validation rows and scored (accuracy, ROUGE-L, ... by answer shape).
+        scores = generation_metrics(
+            model, tok, run.val_examples[: cfg.eval_rows], cfg.eval_metrics, max_new_tokens=None, bf16=bf16
+        )
+        log.write(
+            {"step": step, "epoch": round(step / steps_per_epoch, 3), **{f"val_{k}": v for k, v in scores.items()}}
+        )
+        console.print(f"step {step:>5}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+    generation_eval = bool(cfg.eval_every and run.objective == "sft" and run.val_examples)
     model.train()
     if run.val and step == 0:
         run_eval()
+        if generation_eval:
+            run_generation_eval()
 
     stop_reason = "reached max_steps" if cfg.max_steps else "finished all epochs"
     diverged: str | None = None
@@ -479,6 +501,8 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
 
                     if run.val and (step % cfg.eval_steps == 0 or step == total_steps):
                         run_eval()
+                    if generation_eval and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+                        run_generation_eval()
                     if step % save_every == 0 or step == total_steps:
                         _save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
                     if stopper.should_stop:
@@ -500,7 +524,7 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
         console.print(f"[yellow]Interrupted: checkpoint saved in {ckpt}; continue with --resume {run.run_dir}[/yellow]")
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        log.close()
+        log.close(ok=diverged is None)
 
     if diverged:
         stop_reason = f"diverged: {diverged}"
@@ -541,7 +565,9 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
         summary["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     write_json(run.run_dir / "summary.json", summary)
     plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", f"{run.source.label} · {cfg.method}")
+    plot_generation_metrics(run.run_dir)
     if diverged:
+        print_findings(console, diagnose(run.run_dir))
         good = weights_dir if weights_dir.exists() else latest_checkpoint(run.run_dir)
         where = f"; the last good weights are in {good}" if good else ""
         raise UserError(f"training diverged: {diverged}{where}; lower --lr (now {cfg.lr}) and train again")
@@ -603,6 +629,7 @@ def main(cfg: TrainConfig, console: Console | None = None, resume: Path | None =
     else:
         summary = fit(run, model, console, resume_from=checkpoint)
     print_summary(console, summary, run.run_dir)
+    print_findings(console, diagnose(run.run_dir))
     return summary, run.run_dir
 
 
