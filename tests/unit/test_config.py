@@ -43,3 +43,21 @@ def test_missing_config_file(tmp_path):
 def test_defaults_are_lora_on_attention_and_mlp():
     cfg = TrainConfig()
     assert cfg.method == "lora" and cfg.target_modules == ["all-linear"] and cfg.patience == 3
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
+        load_config(path, {})
+
+
+def test_quickstart_matches_its_documented_config():
+    from pathlib import Path
+
+    from lapidar.recipes.quickstart import QUICKSTART
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "claims-lora.yaml", {})
+    for key, value in QUICKSTART.items():
+        if key != "name":
+            assert getattr(cfg, key) == value, key

@@ -14,7 +14,7 @@ import torch
 from lapidar.errors import UserError
 from lapidar.models.loading import RANDOM_LABEL, RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 
-__all__ = ["Loaded", "SamplingOptions", "generate", "load_for_inference", "stream"]
+__all__ = ["Loaded", "SamplingOptions", "gen_kwargs", "generate", "load_for_inference", "stream"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _inputs(loaded: Loaded, messages: list[dict]) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in enc.items()}
 
 
-def _gen_kwargs(loaded: Loaded, opts: SamplingOptions) -> dict:
+def gen_kwargs(loaded: Loaded, opts: SamplingOptions) -> dict:
     tok = loaded.tokenizer
     kwargs = {
         "max_new_tokens": opts.max_new_tokens,
@@ -104,7 +104,7 @@ def generate(loaded: Loaded, messages: list[dict], opts: SamplingOptions | None 
     opts = opts or SamplingOptions()
     torch.manual_seed(opts.seed)
     inputs = _inputs(loaded, messages)
-    out = loaded.model.generate(**inputs, **_gen_kwargs(loaded, opts))
+    out = loaded.model.generate(**inputs, **gen_kwargs(loaded, opts))
     new = out[0, inputs["input_ids"].shape[1] :].tolist()
     stopped = bool(new) and new[-1] == loaded.tokenizer.eos_token_id
     return loaded.tokenizer.decode(new, skip_special_tokens=True), stopped
@@ -121,7 +121,7 @@ def stream(loaded: Loaded, messages: list[dict], opts: SamplingOptions | None = 
 
     def work() -> None:
         with torch.no_grad():
-            loaded.model.generate(**inputs, **_gen_kwargs(loaded, opts), streamer=streamer)
+            loaded.model.generate(**inputs, **gen_kwargs(loaded, opts), streamer=streamer)
 
     thread = Thread(target=work, daemon=True)
     thread.start()

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lapidar.data.formats import FORMATS, Message, convert_rows, detect_format
 from lapidar.data.readers import read_rows
 from lapidar.errors import UserError, unknown_choice
-from lapidar.inference.generate import Loaded, SamplingOptions, _gen_kwargs, random_notice
+from lapidar.inference.generate import Loaded, SamplingOptions, gen_kwargs, random_notice
 
 __all__ = ["PredictOptions", "PromptRow", "main", "predict_batch", "prompt_messages", "read_prompts", "resume_point"]
 
@@ -106,7 +106,7 @@ def predict_batch(loaded: Loaded, batch: list[list[Message]], opts: SamplingOpti
         tok.padding_side = side
     device = next(loaded.model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
-    out = loaded.model.generate(**enc, **_gen_kwargs(loaded, opts))
+    out = loaded.model.generate(**enc, **gen_kwargs(loaded, opts))
     answers = []
     for seq in out[:, enc["input_ids"].shape[1] :].tolist():
         stopped = tok.eos_token_id in seq
