@@ -188,7 +188,13 @@ def load_model(source: ModelSource, dtype=None, quantization_config=None):
     quantised with a `BitsAndBytesConfig`)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    import torch
+
+    kwargs: dict = {}
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}  # bitsandbytes quantises while placing weights on the GPU
     return AutoModelForCausalLM.from_pretrained(
         str(source.path), dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
     )
