@@ -63,7 +63,7 @@ def main(output: str, max_steps: int | None, console: Console) -> Path:
     console.print(table)
     console.print(
         f"[yellow]{RANDOM_LABEL}[/yellow] tiny-qwen2.5 starts from random weights, so 'before' is noise and "
-        "'after' shows what ~200 short answers can teach a 20M-parameter model: the style and vocabulary of the "
+        "'after' shows what 260 short answers can teach a 20M-parameter model: the style and vocabulary of the "
         "answers, not their facts. Use --model with a real Qwen2.5 checkpoint for real answers."
     )
     console.print(
