@@ -114,3 +114,43 @@ def test_early_stopping_fires_and_keeps_best(tmp_path):
     assert summary["steps"] == summary["best_step"] + 2 * 5
     assert summary["saved_from_step"] == summary["best_step"]
     assert summary["best_val_loss"] < summary["initial_val_loss"]
+
+
+def test_chat_is_multi_turn_and_streams(trained):
+    run, _ = trained
+    # Two turns, then a fresh conversation: the model was trained on single-turn rows, so only answers asked
+    # without history are expected verbatim; the second turn must still be answered (streamed, non-empty).
+    script = f"{PAIRS[0][0]}\n{PAIRS[1][0]}\n/reset\n{PAIRS[2][0]}\n/exit\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lapidar", "chat", str(run)], input=script, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert "RANDOMLY INITIALISED" in out
+    turns = out.split("model> ")[1:]
+    assert len(turns) == 3 and all(t.split(" you>")[0].strip() for t in turns)
+    assert turns[0].startswith(PAIRS[0][1]) and turns[2].startswith(PAIRS[2][1])
+    assert "(conversation cleared)" in out
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+    import signal
+    import time
+
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(PAIRS))
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lapidar", "train", "--data", str(data), "--val-data", str(data), "--max-steps", "400",
+         "--eval-steps", "200", "--save-steps", "200", "--output", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while not (run / "metrics.jsonl").exists() or "train_loss" not in (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert "Interrupted: checkpoint saved" in " ".join(out.split())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["steps"] < 400
+    assert (run / "checkpoints" / f"step-{summary['steps']:06d}" / "trainer_state.pt").is_file()

@@ -82,6 +82,15 @@ def _galore(groups, cfg: TrainConfig):
 
 def _q_galore(groups, cfg: TrainConfig):
     qgalore = _needs("q_galore_torch", "galore", "Q-GaLore")
+    bnb = _needs("bitsandbytes", "qlora", "Q-GaLore")
+    major, minor = (int(x) for x in bnb.__version__.split(".")[:2])
+    if (major, minor) >= (0, 44):
+        # q-galore-torch 1.0 (its only release) calls bitsandbytes' 8-bit update kernels with the pre-0.44
+        # signature (config keys `percentile_clipping`/`block_wise`, no `absmax2`): it fails at the first step.
+        raise UserError(
+            f"q-galore: q-galore-torch 1.0 does not work with bitsandbytes {bnb.__version__} (it needs < 0.44, "
+            "whose kernels are CUDA-only); use --method galore (same projection, fp32 states) instead"
+        )
     return qgalore.QGaLoreAdamW8bit(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

@@ -1,0 +1,166 @@
+"""The machines `lapidar estimate` knows: a table of common GPUs, this machine's CPU and RAM, memory sizes.
+
+GPU numbers are the vendors' published dense (no sparsity) peaks; memory is what the driver reports as total
+(`nvidia-smi`), in GiB. The CPU's throughput is measured, not looked up: a short matmul probe.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lapidar.errors import UserError
+
+__all__ = ["GPUS", "Device", "cpu_device", "find_gpu", "matmul_gflops", "parse_memory", "this_machine"]
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device training runs on: its memory, peak throughput and whether it runs bf16."""
+
+    name: str
+    memory: float  # bytes usable by one process (RAM available, or the GPU's total)
+    bf16_tflops: float | None  # dense bf16 peak; None: no bf16 (lapidar then trains in fp32)
+    fp32_tflops: float
+    kind: str = "cuda"  # "cuda" or "cpu"
+    note: str = ""
+
+    @property
+    def bf16(self) -> bool:
+        """Whether lapidar trains under bf16 autocast on this device (`precision: auto`)."""
+        return self.bf16_tflops is not None
+
+    def peak_tflops(self, bf16: bool) -> float:
+        """Peak matmul TFLOP/s in the precision training uses."""
+        return self.bf16_tflops if bf16 and self.bf16_tflops else self.fp32_tflops
+
+
+def _gpu(name: str, gib: float, bf16: float | None, fp32: float, note: str = "") -> Device:
+    return Device(name, gib * GiB, bf16, fp32, "cuda", note)
+
+
+# name -> device; aliases are matched case-insensitively, ignoring spaces, dashes and "nvidia"/"geforce".
+GPUS: dict[str, Device] = {
+    d.name: d
+    for d in (
+        _gpu("T4", 15.0, None, 8.1, "Turing: no bf16 (fp16 only); lapidar trains in fp32 there"),
+        _gpu("V100 16GB", 16.0, None, 15.7, "Volta: no bf16"),
+        _gpu("V100 32GB", 32.0, None, 15.7, "Volta: no bf16"),
+        _gpu("RTX 3060", 12.0, 25.6, 12.7),
+        _gpu("RTX 3090", 24.0, 71.0, 35.6),
+        _gpu("RTX 4070 Ti Super", 16.0, 88.2, 44.1),
+        _gpu("RTX 4080", 16.0, 97.5, 48.7),
+        _gpu("RTX 4090", 24.0, 165.2, 82.6),
+        _gpu("RTX 5090", 32.0, 209.5, 104.8),
+        _gpu("RTX A6000", 48.0, 154.8, 38.7),
+        _gpu("L4", 22.5, 121.0, 30.3),
+        _gpu("A10", 22.5, 125.0, 31.2),
+        _gpu("A10G", 22.5, 70.0, 31.2, "AWS g5"),
+        _gpu("L40S", 45.0, 362.0, 91.6),
+        _gpu("A100 40GB", 40.0, 312.0, 19.5),
+        _gpu("A100 80GB", 80.0, 312.0, 19.5),
+        _gpu("H100 80GB", 79.6, 989.0, 67.0, "SXM; the PCIe card peaks at 756 TFLOP/s bf16"),
+        _gpu("H100 PCIe", 79.6, 756.0, 51.0),
+        _gpu("H200", 140.0, 989.0, 67.0),
+        _gpu("B200", 179.0, 2250.0, 80.0),
+        _gpu("MI300X", 191.0, 1307.0, 163.4, "AMD (ROCm builds of PyTorch use the cuda device name)"),
+    )
+}
+_ALIASES = {"A100": "A100 80GB", "H100": "H100 80GB", "V100": "V100 32GB", "A6000": "RTX A6000", "H100 SXM": "H100 80GB"}
+
+
+def _key(name: str) -> str:
+    name = re.sub(r"(?i)\b(nvidia|geforce|tesla)\b", "", name)
+    return re.sub(r"[\s_-]+", "", name).lower()
+
+
+def find_gpu(name: str) -> Device:
+    """Look a GPU up by name (`RTX 4090`, `rtx4090`, `A100-80GB`, `h100`); unknown names list the known ones."""
+    wanted = _key(name)
+    for alias, target in _ALIASES.items():
+        if _key(alias) == wanted:
+            return GPUS[target]
+    for key, device in GPUS.items():
+        if _key(key) == wanted or _key(key).replace("gb", "") == wanted.replace("gb", ""):
+            return device
+    raise UserError(
+        f"unknown device {name!r}; known: {', '.join(GPUS)} (or give the memory directly with --memory 24GB)"
+    )
+
+
+def parse_memory(text: str) -> float:
+    """`24GB`, `24 GiB`, `80g`, `16000MB` -> bytes. GB and GiB both mean 2**30 here, as GPU sizes are quoted."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not m:
+        raise UserError(f"cannot read memory size {text!r}; write it like 24GB, 80GiB or 16000MB")
+    scale = {"": GiB, "k": 2**10, "m": 2**20, "g": GiB, "t": 2**40}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    path = Path("/proc/meminfo")
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[key] = int(parts[0]) * 1024
+    return out
+
+
+def _cpu_flags() -> str:
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.is_file() else ""
+
+
+def matmul_gflops(bf16: bool, n: int = 1024, seconds: float = 0.5) -> float:
+    """Best GFLOP/s of an `n x n` CPU matmul within `seconds` (bf16 or fp32), in this process's threads."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.matmul(a, b)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2 * n**3 / max(time.perf_counter() - t, 1e-9) / 1e9)
+    return best
+
+
+def cpu_device(probe: bool = True, extra_available: float = 0.0) -> Device:
+    """This machine's CPU: RAM available now (+ `extra_available`, e.g. the caller's own RSS) and measured
+    matmul throughput (skipped with probe=False)."""
+    info = _meminfo()
+    available = info.get("MemAvailable", info.get("MemTotal", 0)) + extra_available
+    flags = _cpu_flags()
+    has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    fp32 = matmul_gflops(False) / 1000 if probe else 0.0
+    bf16 = (matmul_gflops(True) / 1000 if probe else 0.0) if has_bf16 else None
+    total = info.get("MemTotal", 0) / GiB
+    note = f"{total:.1f} GiB RAM, {available / GiB:.1f} GiB available now"
+    if not has_bf16:
+        note += "; no AVX512-BF16/AMX: lapidar trains in fp32 here"
+    return Device("this machine (CPU)", available, bf16, fp32, "cpu", note)
+
+
+def this_machine(probe: bool = True, extra_available: float = 0.0) -> Device:
+    """The device a run here would use: the first CUDA GPU if there is one, else the CPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            for device in GPUS.values():
+                if _key(device.name.split()[0]) in _key(props.name):
+                    return Device(props.name, props.total_memory, device.bf16_tflops, device.fp32_tflops)
+            bf16 = torch.cuda.is_bf16_supported()
+            return Device(props.name, props.total_memory, 100.0 if bf16 else None, 20.0, note="not in the table")
+    except ImportError:
+        pass
+    return cpu_device(probe, extra_available)
