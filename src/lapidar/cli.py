@@ -243,6 +243,11 @@ from lapidar.commands import evaluate as evaluate_cmds  # noqa: E402
 
 app.command("eval")(evaluate_cmds.eval_command)
 app.command("report")(evaluate_cmds.report)
+from lapidar.commands import bench as bench_cmds  # noqa: E402
+from lapidar.commands import estimate as estimate_cmds  # noqa: E402
+
+app.command("estimate")(estimate_cmds.estimate)
+app.command("bench")(bench_cmds.bench)
 # ---- end of registered commands -----------------------------------------------------------------------------
 
 

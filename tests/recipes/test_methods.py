@@ -81,6 +81,6 @@ def test_other_optimizers(data, tmp_path):
     for name in ("adafactor", "adamw-8bit", "lion"):
         if name != "adafactor" and importlib.util.find_spec("bitsandbytes") is None:
             continue
-        lr = 2e-4 if name == "lion" else 2e-3
+        lr = 7e-4 if name == "lion" else 2e-3  # Lion takes sign steps: a ~3x smaller LR than AdamW
         summary = run_method("lora", data, tmp_path / name, optimizer=name, lr=lr)
         assert summary["best_val_loss"] < summary["initial_val_loss"] - 3.0, name

@@ -20,7 +20,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,15 @@ from rich.table import Table
 from lapidar.data.formats import bundled_example
 from lapidar.io import write_json, write_text
 
-__all__ = ["BenchSpec", "compare", "main", "matmul_peak", "synth_conversations"]
+__all__ = [
+    "BenchSpec",
+    "compare",
+    "long_conversations",
+    "main",
+    "matmul_peak",
+    "measure_peak",
+    "synth_conversations",
+]
 
 STACKS = ("plain", "lapidar")
 TIMED_FROM = 3  # first timed optimiser step (1-based)
@@ -61,8 +68,9 @@ class BenchSpec:
 # ---------------------------------------------------------------- data
 
 
-def synth_conversations(rows: list[dict], n: int, seed: int, max_turns: int = 8) -> list[dict]:
-    """`n` multi-turn conversations, each 1..max_turns question/answer pairs drawn from `rows` (deterministic).
+def synth_conversations(rows: list[dict], n: int, seed: int, max_turns: int = 8, min_turns: int = 1) -> list[dict]:
+    """`n` multi-turn conversations, each min_turns..max_turns question/answer pairs drawn from `rows`
+    (deterministic for `seed`).
 
     The bundled claims rows are short (≈ 90 tokens); chaining several gives the mixed lengths of real
     instruction data (≈ 90 to 600+ tokens, cut at max_length by the trainers).
@@ -70,7 +78,7 @@ def synth_conversations(rows: list[dict], n: int, seed: int, max_turns: int = 8)
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        picks = [rng.choice(rows) for _ in range(rng.randint(1, max_turns))]
+        picks = [rng.choice(rows) for _ in range(rng.randint(min_turns, max_turns))]
         system = [m for m in picks[0]["messages"] if m["role"] == "system"]
         turns = [m for row in picks for m in row["messages"] if m["role"] != "system"]
         out.append({"messages": system + turns})
@@ -90,6 +98,52 @@ def write_bench_data(out: Path, n_train: int, n_val: int, seed: int) -> tuple[Pa
     for path, rows in zip(paths, (train, val), strict=True):
         write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
+
+
+def long_conversations(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """`n` conversations of 20-24 claims turns (≈ 1,500+ tokens): every row fills any max_length up to 1024, so
+    every batch of a short run has the width the memory estimate assumes."""
+    train_src, _ = bundled_example("claims")
+    rows = synth_conversations(_read_jsonl(train_src), n, seed, max_turns=24, min_turns=20)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------- measured peaks
+
+
+def measure_peak(cfg: Any, workdir: Path, timeout: float = 1800) -> dict:
+    """Train `cfg` (a TrainConfig) for real in a fresh process; return its summary.json (`peak_memory_mib` is the
+    process's peak RSS) plus `peak_rss_tree_mib`, the sampled peak of its process tree."""
+    from lapidar.config import save_yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path, result = workdir / "config.yaml", workdir / "summary.json"
+    save_yaml(cfg.model_dump(), cfg_path)
+    result.unlink(missing_ok=True)
+    log = workdir / "train.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lapidar.recipes.bench", "train", str(cfg_path), str(result)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        peak = _watch(proc, timeout)
+    if proc.returncode != 0 or not result.is_file():
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-20:])
+        raise RuntimeError(f"measurement run failed (exit {proc.returncode}); {log}:\n{tail}")
+    summary = json.loads(result.read_text(encoding="utf-8"))
+    summary["peak_rss_tree_mib"] = peak
+    return summary
+
+
+def _train_worker(cfg_path: Path, result_path: Path) -> None:
+    from lapidar.config import load_config
+    from lapidar.recipes import train as recipe
+
+    cfg = load_config(cfg_path, {})
+    summary, _ = recipe.main(cfg, Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    write_json(result_path, summary)
 
 
 # ---------------------------------------------------------------- machine ceiling
@@ -367,6 +421,18 @@ def _tree_rss_mib(pid: int) -> float:
     return total / 2**20
 
 
+def _watch(proc: subprocess.Popen, timeout: float | None = None) -> float:
+    """Wait for `proc`, sampling the resident memory of its process tree; return the peak in MiB."""
+    peak = 0.0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_mib(proc.pid))
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.1)
+    return peak
+
+
 def run_stack(stack: str, spec: BenchSpec, log: Path) -> dict:
     """Run one stack in a subprocess; return its result plus the peak RSS of its process tree."""
     spec_path = Path(spec.out_dir) / "spec.json"
@@ -376,24 +442,13 @@ def run_stack(stack: str, spec: BenchSpec, log: Path) -> dict:
     cmd = [sys.executable, "-m", "lapidar.recipes.bench", stack, str(spec_path), str(result_path)]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        peak = [0.0]
-
-        def sample() -> None:
-            while proc.poll() is None:
-                peak[0] = max(peak[0], _tree_rss_mib(proc.pid))
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        sampler.join()
+        peak = _watch(proc)
     if proc.returncode != 0 or not result_path.is_file():
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-30:])
         raise RuntimeError(f"bench stack {stack!r} failed (exit {proc.returncode}); log {log}:\n{tail}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
-    result["peak_rss_mib"] = max(peak[0], usage.ru_maxrss / 1024)
-    result["peak_rss_sampled_mib"] = peak[0]
+    result["peak_rss_mib"] = max(peak, result["ru_maxrss_mib"])
+    result["peak_rss_sampled_mib"] = peak
     return result
 
 
@@ -501,4 +556,7 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+    if sys.argv[1] == "train":
+        _train_worker(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        _worker(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

@@ -1,0 +1,44 @@
+"""`lapidar bench`: lapidar's default LoRA path against the plain transformers + peft recipe, in one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["bench"]
+
+console = Console()
+
+
+def bench(
+    model: Annotated[str, typer.Option(help="Preset both stacks train (random weights at its real shape).")] = (
+        "qwen2.5-0.5b"
+    ),
+    init: Annotated[str, typer.Option(help="random (default) or pretrained.")] = "random",
+    steps: Annotated[int, typer.Option(min=4, help="Optimiser steps per stack; steps 3..N are timed.")] = 14,
+    eval_steps: Annotated[int | None, typer.Option(help="Validation loss every N steps (default: steps / 2).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per step.")] = 4,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per example (mixed-length data is cut here).")] = 512,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-qwen2.5, 8 steps: checks the bench in ~3 min.")] = False,
+    output: Annotated[Path, typer.Option(help="Directory for bench.json, the data and both runs.")] = Path(
+        "runs/bench"
+    ),
+) -> None:
+    """Train the same LoRA run with the plain transformers Trainer recipe and with lapidar; compare trained
+    tokens/s, peak memory (process tree), time to the same validation loss and MFU. Writes OUTPUT/bench.json."""
+    from lapidar.recipes.bench import BenchSpec, main
+
+    if quick:
+        model, steps = "tiny-qwen2.5", min(steps, 8)
+    spec = BenchSpec(
+        model=model,
+        init=init,
+        steps=steps,
+        batch_size=batch_size,
+        max_length=max_length,
+        eval_steps=eval_steps or max(steps // 2, 1),
+    )
+    main(spec, output, console)

@@ -1,0 +1,521 @@
+"""`lapidar estimate` and the check `lapidar train` runs before loading a model: will this run fit, how long will
+an epoch take, and what is the cheapest change that makes it fit.
+
+The numbers come from `lapidar.training.memory` (a model of lapidar's own training path) and
+`lapidar.training.hardware` (the GPU table, this machine's RAM and a matmul probe). Nothing large is loaded:
+the model's shape comes from the preset table or the model directory's config.json, the data is tokenised only
+when it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from lapidar.config import TrainConfig
+from lapidar.errors import UserError
+from lapidar.methods import get_method, resolve_targets
+from lapidar.training.hardware import Device, cpu_device, find_gpu, parse_memory, this_machine
+from lapidar.training.memory import GiB, MemoryEstimate, ModelShape, Plan, estimate_memory, flops_per_token
+
+__all__ = [
+    "EFFICIENCY",
+    "DataStats",
+    "Fix",
+    "Report",
+    "check_fits",
+    "data_stats",
+    "epoch_seconds",
+    "estimate",
+    "fixes",
+    "model_shape",
+    "plan_from_config",
+    "print_report",
+    "verdict",
+]
+
+FITS, TIGHT, NO_FIT = "fits", "tight", "does not fit"
+# The estimate is within ±15% of measured peaks (bench/ESTIMATE_ACCURACY.md); "tight" is that band.
+MARGIN = 0.15
+# Share of the device's peak matmul throughput a training step reaches. CPU: measured for lapidar's path on a
+# 2-core AVX-512 machine (LoRA on Qwen2.5-0.5B shape, fp32); GPU: typical of PyTorch eager training with SDPA
+# (no fused kernels), lower with a 4/8-bit base that is dequantised at every matmul.
+EFFICIENCY = {"cpu": 0.45, "cuda": 0.40, "cuda-quantised": 0.25}
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the training data implies for memory and time (token counts after tokenisation and truncation)."""
+
+    rows: int
+    tokens: int  # non-padding tokens per epoch
+    padded_tokens: int  # positions fed per epoch, padding included (length-grouped batches)
+    label_tokens: int
+    widest: int  # padded width of the widest batch
+    most_labels: int  # label positions of the fullest batch
+
+
+@dataclass
+class Fix:
+    """One change to the run and what it gives."""
+
+    change: str
+    plan: Plan
+    estimate: MemoryEstimate
+    verdict: str
+
+
+@dataclass
+class Report:
+    """Everything `lapidar estimate` prints (and writes with --json)."""
+
+    model: str
+    plan: Plan
+    estimate: MemoryEstimate
+    device: Device
+    capacity: float
+    verdict: str
+    fixes: list[Fix]
+    stats: DataStats | None
+    epoch_s: float | None
+    tokens_per_s: float | None
+    notes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (bytes as GiB rounded to 0.01)."""
+
+        def gib(x: float) -> float:
+            return round(x / GiB, 2)
+
+        p = self.plan
+        return {
+            "model": self.model,
+            "method": p.method,
+            "params": p.shape.n_params,
+            "trainable_params": self.estimate.trainable_params,
+            "batch_size": p.batch_size,
+            "grad_accum": p.grad_accum,
+            "seq_len": p.seq_len,
+            "label_tokens": p.labels,
+            "gradient_checkpointing": p.gradient_checkpointing,
+            "precision": "bf16 autocast" if p.bf16 else ("bf16" if p.weight_bytes == 2 else "fp32"),
+            "quant": p.quant_bits,
+            "gpus": p.gpus,
+            "zero": p.zero,
+            "device": self.device.name,
+            "capacity_gib": gib(self.capacity),
+            "peak_gib": gib(self.estimate.total),
+            "peak_phase": self.estimate.peak_phase,
+            "breakdown_gib": {k: gib(v) for k, v in self.estimate.breakdown().items()},
+            "verdict": self.verdict,
+            "fixes": [{"change": f.change, "peak_gib": gib(f.estimate.total), "verdict": f.verdict} for f in self.fixes],
+            "data": None if self.stats is None else self.stats.__dict__,
+            "tokens_per_s": self.tokens_per_s,
+            "epoch_seconds": self.epoch_s,
+            "notes": self.notes + self.estimate.notes,
+        }
+
+
+# ---------------------------------------------------------------- model and data
+
+
+def _dtype_bytes(config: dict) -> int:
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+    return 4 if "32" in dtype else 2
+
+
+def model_shape(spec: str, init: str = "pretrained") -> tuple[ModelShape, int]:
+    """(shape, bytes per saved weight) of a preset, hub id or model directory, without loading weights.
+
+    Random-init presets are saved in fp32 below 1B parameters and bf16 above (`models/loading.py`); Qwen2.5
+    checkpoints are bf16; a local directory says so in its config.json.
+    """
+    from lapidar.models.presets import PRESETS, get_preset
+
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return ModelShape.from_config(path.name, config), _dtype_bytes(config)
+    try:
+        preset = get_preset(spec)
+    except UserError:
+        # A directory that is not here yet (a config written for another machine): match its name to a preset.
+        preset = PRESETS.get(path.name.lower())
+        if preset is None:
+            raise UserError(
+                f"cannot tell the shape of {spec!r}: not a preset (see `lapidar models`), not a model directory "
+                "with config.json; pass a preset name with the same architecture"
+            ) from None
+    shape = ModelShape.from_preset(preset)
+    random_init = preset.hub_id is None or init == "random"
+    return shape, (4 if random_init and preset.n_params < 1e9 else 2)
+
+
+def data_stats(encoded: list, batch_size: int, seed: int = 42) -> DataStats:
+    """Token counts of tokenised rows (`Encoded`) in the length-grouped batches of lapidar's loader."""
+    from lapidar.recipes.train import _batches
+
+    batches = _batches(encoded, batch_size, seed, shuffle=True)
+    widths = [max(len(e.input_ids) for e in b) for b in batches] or [0]
+    labels = [sum(e.n_answer_tokens for e in b) for b in batches] or [0]
+    return DataStats(
+        rows=len(encoded),
+        tokens=sum(len(e.input_ids) for e in encoded),
+        padded_tokens=sum(w * len(b) for w, b in zip(widths, batches, strict=False)),
+        label_tokens=sum(labels),
+        widest=max(widths),
+        most_labels=max(labels),
+    )
+
+
+def _load_stats(cfg: TrainConfig) -> DataStats:
+    from lapidar.data.formats import load_examples
+    from lapidar.data.tokenize import encode_conversation
+    from lapidar.models.loading import load_tokenizer, resolve_model
+    from lapidar.models.qwen import build_tokenizer
+
+    examples, _ = load_examples(_data_path(cfg), kinds=("sft", "text"))
+    try:
+        tokenizer = load_tokenizer(resolve_model(cfg.model, cfg.init))
+    except UserError:
+        tokenizer = build_tokenizer("instruct")  # the shape is known but the model is not here: Qwen2.5's tokenizer
+    if examples and examples[0].kind == "text":
+        ids = [len(tokenizer(e.text or "", add_special_tokens=False)["input_ids"]) + 1 for e in examples]
+        total = sum(ids)
+        blocks = [cfg.max_length] * (total // cfg.max_length) + ([total % cfg.max_length] if total % 16 else [])
+        from lapidar.data.tokenize import Encoded
+
+        encoded = [Encoded([0] * n, [0] * n, False) for n in blocks if n >= 16]
+    else:
+        encoded = [encode_conversation(tokenizer, e.messages, cfg.max_length, e.source) for e in examples]
+        encoded = [e for e in encoded if e.n_answer_tokens]
+    if not encoded:
+        raise UserError(f"{cfg.data}: no usable training rows")
+    return data_stats(encoded, cfg.batch_size, cfg.seed)
+
+
+def _data_path(cfg: TrainConfig) -> Path:
+    from lapidar.data.formats import bundled_example
+
+    assert cfg.data is not None
+    if cfg.data.startswith("example:"):
+        return bundled_example(cfg.data.removeprefix("example:"))[0]
+    path = Path(cfg.data)
+    if not path.exists():
+        raise UserError(f"data file not found: {path}")
+    return path
+
+
+# ---------------------------------------------------------------- plan, verdict, fixes
+
+
+def plan_from_config(
+    cfg: TrainConfig,
+    device: Device,
+    stats: DataStats | None = None,
+    *,
+    quant: str | None = None,
+    gpus: int = 1,
+    zero: int = 0,
+) -> Plan:
+    """The memory plan of a training config on `device` (with the widths of `stats` when the data is known)."""
+    shape, weight_bytes = model_shape(cfg.model, cfg.init)
+    method = get_method(cfg.method)
+    if method.adapter:
+        targets = tuple(resolve_targets(cfg.target_modules))
+    else:
+        targets = ()
+    if cfg.precision == "auto":
+        bf16 = device.bf16 and (device.kind == "cuda" or shape.n_params >= 100_000_000)
+    else:
+        bf16 = cfg.precision == "bf16"
+    seq_len, labels = cfg.max_length, None
+    if stats is not None:
+        seq_len, labels = min(stats.widest, cfg.max_length), stats.most_labels
+    if quant and not method.adapter:
+        raise UserError(f"--quant {quant} needs an adapter method (lora, qlora...); {cfg.method} trains the base")
+    return Plan(
+        shape=shape,
+        method=cfg.method,
+        batch_size=cfg.batch_size,
+        seq_len=seq_len,
+        label_tokens=labels,
+        grad_accum=cfg.grad_accum,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        weight_bytes=weight_bytes,
+        bf16=bf16,
+        quant=quant or method.quant,
+        lora_r=cfg.lora_r,
+        lora_dropout=cfg.lora_dropout,
+        targets=targets,
+        freeze_layers=cfg.freeze_trainable_layers,
+        freeze_extra=tuple(cfg.freeze_extra_modules),
+        optimizer=method.optimizer or cfg.optimizer,
+        galore_rank=cfg.galore_rank,
+        gpus=gpus,
+        zero=zero,
+        device=device.kind,
+        data_tokens=0 if stats is None else stats.tokens,
+    )
+
+
+def verdict(peak: float, capacity: float) -> str:
+    """fits (below capacity by more than the estimate's error), tight (within it), does not fit (above it)."""
+    if peak <= capacity * (1 - MARGIN):
+        return FITS
+    if peak <= capacity * (1 + MARGIN):
+        return TIGHT
+    return NO_FIT
+
+
+def _candidates(plan: Plan) -> list[tuple[str, Plan]]:
+    """Single changes, cheapest first: same result and a little slower, then less memory for some quality."""
+    out: list[tuple[str, Plan]] = []
+    if plan.batch_size > 1:
+        for b in (plan.batch_size // 2, 1):
+            if 1 <= b < plan.batch_size:
+                accum = plan.grad_accum * math.ceil(plan.batch_size / b)
+                labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * b / plan.batch_size)
+                out.append(
+                    (
+                        f"--batch-size {b} --grad-accum {accum} (same effective batch)",
+                        plan.with_(batch_size=b, grad_accum=accum, label_tokens=labels),
+                    )
+                )
+    if not plan.gradient_checkpointing:
+        out.append(("--gradient-checkpointing (~1/3 more compute)", plan.with_(gradient_checkpointing=True)))
+    if plan.adapter and set(plan.targets) - {"q_proj", "v_proj"}:
+        out.append(
+            ("--target-modules q_proj,v_proj (fewer LoRA modules)", plan.with_(targets=("q_proj", "v_proj")))
+        )
+    if plan.adapter and plan.quant_bits is None:
+        out.append(("--method qlora (4-bit base)", plan.with_(method="qlora", quant="4bit")))
+    if plan.method in ("full", "galore", "freeze"):
+        out.append(("--method lora (adapter on a frozen base)", plan.with_(method="lora", optimizer="adamw")))
+        out.append(("--method qlora (adapter on a 4-bit base)", plan.with_(method="qlora", quant="4bit")))
+    if plan.method == "full" and plan.optimizer == "adamw":
+        out.append(("--optimizer adamw-8bit", plan.with_(optimizer="adamw-8bit")))
+    for length in (plan.seq_len // 2, plan.seq_len // 4):
+        if length >= 128:
+            labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * length / plan.seq_len)
+            out.append(
+                (f"--max-length {length} (longer rows are cut)", plan.with_(seq_len=length, label_tokens=labels))
+            )
+    if plan.device == "cuda":
+        for n in (2, 4, 8):
+            if n > plan.gpus or (n == plan.gpus and plan.zero < 3):
+                out.append((f"--gpus {n} --zero 3 (weights, gradients and states sharded)", plan.with_(gpus=n, zero=3)))
+    return out
+
+
+def fixes(plan: Plan, capacity: float, limit: int = 4) -> list[Fix]:
+    """The cheapest changes that make `plan` fit `capacity`: single changes first, then the cheapest combination."""
+    found: list[Fix] = []
+    for change, candidate in _candidates(plan):
+        est = estimate_memory(candidate)
+        v = verdict(est.total, capacity)
+        if v == FITS:
+            found.append(Fix(change, candidate, est, v))
+        if len(found) >= limit:
+            return found
+    if found:
+        return found
+    # No single change is enough: apply them in order until the run fits.
+    current, steps = plan, []
+    for change, _ in _candidates(plan):
+        options = dict(_candidates(current))
+        if change not in options:
+            continue
+        current = options[change]
+        steps.append(change.split(" (")[0])
+        est = estimate_memory(current)
+        if verdict(est.total, capacity) == FITS:
+            return [Fix(" + ".join(steps), current, est, FITS)]
+    return []
+
+
+# ---------------------------------------------------------------- time
+
+
+def epoch_seconds(plan: Plan, stats: DataStats, device: Device, efficiency: float | None = None) -> tuple[float, float]:
+    """(seconds per epoch, trained tokens per second) from the data's token counts and a throughput model."""
+    bf16 = plan.bf16 or plan.weight_bytes == 2
+    peak = device.peak_tflops(bf16) * 1e12
+    if efficiency is None:
+        key = "cpu" if device.kind == "cpu" else ("cuda-quantised" if plan.quant_bits else "cuda")
+        efficiency = EFFICIENCY[key]
+    mean_len = stats.padded_tokens / max(stats.rows, 1)
+    label_fraction = stats.label_tokens / max(stats.padded_tokens, 1)
+    per_token = flops_per_token(plan, mean_len, label_fraction)
+    seconds = stats.padded_tokens * per_token / (peak * efficiency * max(plan.gpus, 1))
+    return seconds, stats.tokens / max(seconds, 1e-9)
+
+
+# ---------------------------------------------------------------- the whole report
+
+
+def _own_rss() -> float:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _resolve_device(device: str | None, memory: str | None, probe: bool) -> Device:
+    if device:
+        d = find_gpu(device)
+        if memory:
+            d = Device(d.name, parse_memory(memory), d.bf16_tflops, d.fp32_tflops, d.kind, d.note)
+        return d
+    if memory:
+        return Device(f"a device with {memory}", parse_memory(memory), 100.0, 20.0, "cuda", "bf16 assumed")
+    return this_machine(probe, extra_available=_own_rss())
+
+
+def estimate(
+    cfg: TrainConfig,
+    *,
+    device: str | None = None,
+    memory: str | None = None,
+    quant: str | None = None,
+    gpus: int = 1,
+    zero: int = 0,
+    stats: DataStats | None = None,
+    probe: bool = True,
+) -> Report:
+    """Estimate `cfg` on a named device (or `memory` bytes, or this machine); data statistics from `cfg.data`."""
+    if zero not in (0, 2, 3):
+        raise UserError(f"--zero {zero}: use 2 or 3 (or leave it out for plain data parallel)")
+    if gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    dev = _resolve_device(device, memory, probe)
+    if dev.kind == "cpu" and gpus > 1:
+        raise UserError("--gpus needs a GPU: name one with --device (e.g. --device 'A100 80GB')")
+    notes: list[str] = []
+    if stats is None and cfg.data:
+        stats = _load_stats(cfg)
+    if stats is None:
+        notes.append(
+            f"no --data: assumes every row is max_length={cfg.max_length} tokens and every token is trained "
+            "(an upper bound); pass --data for real widths and the time per epoch"
+        )
+    plan = plan_from_config(cfg, dev, stats, quant=quant, gpus=gpus, zero=zero)
+    est = estimate_memory(plan)
+    if dev.note:
+        notes.append(f"{dev.name}: {dev.note}")
+    epoch_s = tps = None
+    if stats is not None and (dev.kind == "cuda" or dev.fp32_tflops > 0):
+        epoch_s, tps = epoch_seconds(plan, stats, dev)
+    capacity = dev.memory
+    return Report(
+        model=cfg.model,
+        plan=plan,
+        estimate=est,
+        device=dev,
+        capacity=capacity,
+        verdict=verdict(est.total, capacity),
+        fixes=fixes(plan, capacity) if verdict(est.total, capacity) != FITS else [],
+        stats=stats,
+        epoch_s=epoch_s,
+        tokens_per_s=tps,
+        notes=notes,
+    )
+
+
+def _gib(x: float) -> str:
+    return f"{x / GiB:.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_report(console: Console, report: Report) -> None:
+    """The estimate as tables: breakdown, verdict, fixes, time per epoch."""
+    p, est = report.plan, report.estimate
+    precision = "bf16 autocast" if p.bf16 else ("bf16" if p.weight_bytes == 2 else "fp32")
+    title = (
+        f"{escape(report.model)} ({p.shape.n_params / 1e9:.2f}B) · {p.method} · batch {p.batch_size}x{p.grad_accum} · "
+        f"{p.seq_len} tokens · {precision}{' · checkpointing' if p.gradient_checkpointing else ''}"
+        + (f" · {p.quant_bits}" if p.quant_bits else "")
+        + (f" · {p.gpus} GPUs ZeRO-{p.zero}" if p.gpus > 1 else "")
+    )
+    table = Table(title=title, show_header=True)
+    table.add_column("peak memory per process", justify="left")
+    table.add_column("", justify="right")
+    for name, value in est.breakdown().items():
+        table.add_row(name, _gib(value))
+    table.add_row("[bold]peak[/bold] (" + est.peak_phase + ")", f"[bold]{_gib(est.total)}[/bold]")
+    console.print(table)
+    console.print(f"trainable parameters: {est.trainable_params:,} of {p.shape.n_params:,}")
+    colour = {FITS: "green", TIGHT: "yellow", NO_FIT: "red"}[report.verdict]
+    console.print(
+        f"[bold {colour}]{report.verdict}[/bold {colour}] on {escape(report.device.name)}: "
+        f"{_gib(est.total)} of {_gib(report.capacity)} (estimate ±{MARGIN:.0%})"
+    )
+    if report.fixes:
+        fix_table = Table(title="cheapest changes that make it fit", show_header=True)
+        fix_table.add_column("change")
+        fix_table.add_column("new peak", justify="right")
+        for f in report.fixes:
+            fix_table.add_row(escape(f.change), _gib(f.estimate.total))
+        console.print(fix_table)
+    elif report.verdict != FITS:
+        console.print("[red]no change lapidar knows makes it fit; use a larger device or a smaller model[/red]")
+    if report.epoch_s is not None and report.stats is not None:
+        console.print(
+            f"time per epoch: ~{_duration(report.epoch_s)} ({report.stats.tokens:,} tokens, "
+            f"~{report.tokens_per_s:,.0f} trained tokens/s on {escape(report.device.name)})"
+        )
+    for note in report.notes + est.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
+# ---------------------------------------------------------------- the check before training
+
+
+def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> None:
+    """Print the memory estimate of `cfg` on this machine; raise UserError when it clearly cannot fit.
+
+    `data` is the tokenised training rows (`RunData.train`) when they are at hand; without them the estimate
+    assumes full-length rows. `cfg.force` (when the config has it) turns the refusal into a warning.
+    """
+    try:
+        stats = data_stats(data, cfg.batch_size, cfg.seed) if data else None
+        report = estimate(cfg, stats=stats, probe=False)
+    except UserError as e:
+        console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")
+        return
+    est, cap = report.estimate, report.capacity
+    console.print(
+        f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {_gib(cap)} available on "
+        f"{escape(report.device.name)}: {report.verdict}"
+    )
+    if report.verdict != NO_FIT:
+        return
+    advice = "; ".join(f"{f.change} -> {_gib(f.estimate.total)}" for f in report.fixes) or "a larger machine"
+    message = (
+        f"this run needs about {_gib(est.total)} but {report.device.name} has {_gib(cap)}; "
+        f"cheapest changes: {advice}; see `lapidar estimate` for the breakdown, or pass --force to try anyway"
+    )
+    if getattr(cfg, "force", False):
+        console.print(f"[yellow]warning (--force):[/yellow] {escape(message)}")
+        return
+    raise UserError(message)
+
+
+def cpu_capacity() -> float:
+    """RAM this process could use now (available + its own resident set)."""
+    return cpu_device(probe=False, extra_available=_own_rss()).memory

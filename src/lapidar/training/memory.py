@@ -1,0 +1,493 @@
+"""How much memory and time a training run needs, as lapidar's own training path spends them. Pure functions.
+
+The model follows `recipes/train.py` step by step rather than a generic rule of thumb:
+
+- base weights stay in the dtype they were saved in (random-init presets: fp32 below 1B parameters, bf16 above;
+  Qwen2.5 checkpoints: bf16); QLoRA keeps the decoder's linear layers in 4/8 bits and peft's
+  `prepare_model_for_kbit_training` upcasts everything else (embeddings, lm_head, norms) to fp32;
+- adapters (LoRA, DoRA...) are fp32; gradients and AdamW states have the dtype of the parameter they belong to;
+- compute runs under bf16 autocast where `use_bf16` says so; autocast then keeps a bf16 copy of every linear
+  weight of fp32 models for the backward pass;
+- the loss projects only label positions onto the vocabulary, FUSED_CHUNK rows at a time, with the gradient
+  computed in the same pass (`training/loss.py`): one `[chunk, V]` fp32 buffer, never `[B, T, V]`;
+- saved activations per decoder layer and token were measured with `torch.autograd.graph.saved_tensors_hooks`
+  on Qwen2 layers of several shapes (HF transformers 5, SDPA attention) and are exact linear functions of the hidden
+  and intermediate sizes; see `layer_activation_bytes`;
+- on CPU the peak resident memory also holds the Python/torch/tokenizer baseline and what glibc's allocator keeps
+  after freeing activations; both were calibrated against real runs on a 2-core machine
+  (bench/ESTIMATE_ACCURACY.md has the measured-vs-predicted table).
+
+Everything is in bytes. `estimate_memory(plan)` gives the peak and its breakdown, `flops_per_token(plan)` the
+compute a trained token costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from lapidar.training.loss import FUSED_CHUNK
+
+__all__ = [
+    "ATTENTION",
+    "GiB",
+    "MLP",
+    "MemoryEstimate",
+    "ModelShape",
+    "Plan",
+    "estimate_memory",
+    "flops_per_token",
+    "layer_activation_bytes",
+    "lora_params",
+    "trainable_params",
+]
+
+GiB = 2**30
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+ADAPTERS = ("lora", "lora-plus", "dora", "rslora", "pissa", "olora", "qlora", "qlora-8bit")
+FULL = ("full", "galore", "q-galore")
+
+# Resident memory of a CPU training process before the model: Python, torch, transformers, peft, the Qwen2.5
+# tokenizer, the loop's bookkeeping (measured: 0.53-0.60 GiB on Linux, torch 2.13).
+CPU_BASELINE = 560 * 2**20
+# On GPU: the CUDA context and kernels outside PyTorch's allocator, plus allocator slack.
+GPU_CONTEXT = int(0.75 * GiB)
+GPU_SLACK = 0.05
+# glibc keeps freed activation memory mapped between steps (heap fragmentation); measured on CPU runs.
+CPU_ALLOCATOR_SLACK = 0.10
+BYTES_PER_DATA_TOKEN = 120  # tokenised rows held as Python lists (input ids + labels) plus the examples' text
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture numbers that decide memory and compute (a Qwen2 decoder)."""
+
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the k and v projections."""
+        return self.hidden // self.heads * self.kv_heads
+
+    def module_dims(self, module: str) -> tuple[int, int]:
+        """(in_features, out_features) of one linear module of a decoder layer."""
+        h, i, kv = self.hidden, self.intermediate, self.kv_dim
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }[module]
+
+    @property
+    def layer_linear_params(self) -> int:
+        """Weights of the seven linear modules of one decoder layer."""
+        return sum(a * b for a, b in (self.module_dims(m) for m in ATTENTION + MLP))
+
+    @property
+    def layer_params(self) -> int:
+        """All parameters of one decoder layer (linear weights, q/k/v biases, two norms)."""
+        return self.layer_linear_params + self.hidden + 2 * self.kv_dim + 2 * self.hidden
+
+    @property
+    def embedding_params(self) -> int:
+        """Parameters of the token embedding (and of the lm_head, which has the same shape)."""
+        return self.vocab * self.hidden
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count, tied embeddings counted once (as `ModelPreset.n_params`)."""
+        return self.layers * self.layer_params + self.embedding_params * (1 if self.tied else 2) + self.hidden
+
+    @classmethod
+    def from_preset(cls, preset) -> ModelShape:
+        """From a `lapidar.models.presets.ModelPreset`."""
+        return cls(
+            preset.name,
+            preset.hidden_size,
+            preset.intermediate_size,
+            preset.num_hidden_layers,
+            preset.num_attention_heads,
+            preset.num_key_value_heads,
+            preset.vocab_size,
+            preset.tie_word_embeddings,
+        )
+
+    @classmethod
+    def from_config(cls, name: str, config: dict) -> ModelShape:
+        """From a Hugging Face `config.json` of a Qwen2-style model."""
+        return cls(
+            name,
+            config["hidden_size"],
+            config["intermediate_size"],
+            config["num_hidden_layers"],
+            config["num_attention_heads"],
+            config.get("num_key_value_heads", config["num_attention_heads"]),
+            config["vocab_size"],
+            bool(config.get("tie_word_embeddings", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One training setup, as far as memory and compute are concerned."""
+
+    shape: ModelShape
+    method: str = "lora"
+    batch_size: int = 4
+    seq_len: int = 1024  # padded width of the widest micro-batch
+    label_tokens: int | None = None  # label positions in the fullest micro-batch (None: every position)
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    weight_bytes: int = 2  # bytes per base weight as saved: 4 (fp32) or 2 (bf16)
+    bf16: bool = True  # bf16 autocast (else compute in the weights' dtype)
+    quant: str | None = None  # "4bit" / "8bit" base (QLoRA); implied by the qlora methods
+    lora_r: int = 16
+    lora_dropout: float = 0.05
+    targets: tuple[str, ...] = ATTENTION + MLP
+    freeze_layers: int = 2
+    freeze_extra: tuple[str, ...] = ()
+    optimizer: str = "adamw"
+    galore_rank: int = 128
+    gpus: int = 1
+    zero: int = 0  # DeepSpeed-style ZeRO stage over `gpus`: 0 (plain data parallel), 2 or 3
+    device: str = "cuda"  # "cuda" or "cpu"
+    data_tokens: int = 0  # tokenised training data held in memory (CPU baseline grows with it)
+
+    @property
+    def tokens(self) -> int:
+        """Positions in the widest micro-batch."""
+        return self.batch_size * self.seq_len
+
+    @property
+    def labels(self) -> int:
+        """Label positions in the fullest micro-batch."""
+        return self.tokens if self.label_tokens is None else min(self.label_tokens, self.tokens)
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the method trains an adapter on a frozen base."""
+        return self.method in ADAPTERS
+
+    @property
+    def quant_bits(self) -> str | None:
+        """The base quantisation in effect: the flag, or the one the method implies."""
+        return self.quant or {"qlora": "4bit", "qlora-8bit": "8bit"}.get(self.method)
+
+    def with_(self, **changes) -> Plan:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak memory of one training process (one GPU, or the CPU process) and where it goes, in bytes."""
+
+    weights: float
+    trainable: float  # adapter weights (a full fine-tune trains the weights themselves: counted there)
+    gradients: float
+    optimizer: float
+    activations: float  # saved for the backward pass, plus the backward pass's own buffers at the peak
+    logits: float  # the fused loss's [chunk, V] buffer (and the bf16 head copy under autocast)
+    overhead: float  # process baseline / CUDA context, allocator slack, one-off peaks of loading
+    trainable_params: int
+    peak_phase: str  # where the peak falls: "forward (loss)", "backward", "optimizer step"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        """The peak: the sum of the components."""
+        return (
+            self.weights
+            + self.trainable
+            + self.gradients
+            + self.optimizer
+            + self.activations
+            + self.logits
+            + self.overhead
+        )
+
+    def breakdown(self) -> dict[str, float]:
+        """Component name -> bytes, in display order."""
+        return {
+            "weights": self.weights,
+            "trainable parameters": self.trainable,
+            "gradients": self.gradients,
+            "optimizer states": self.optimizer,
+            "activations": self.activations,
+            "logits / loss": self.logits,
+            "framework overhead": self.overhead,
+        }
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def lora_params(shape: ModelShape, r: int, targets: tuple[str, ...], dora: bool = False) -> int:
+    """LoRA parameters over all layers: r x (in + out) per targeted module (+ the magnitude vector for DoRA)."""
+    per_layer = 0
+    for m in targets:
+        a, b = shape.module_dims(m)
+        per_layer += r * (a + b) + (b if dora else 0)
+    return shape.layers * per_layer
+
+
+def _freeze_params(plan: Plan) -> int:
+    s = plan.shape
+    n = min(plan.freeze_layers, s.layers) * s.layer_params
+    for extra in plan.freeze_extra:
+        n += {"norm": s.hidden, "lm_head": s.embedding_params, "embed_tokens": s.embedding_params}.get(extra, 0)
+    if s.tied and {"lm_head", "embed_tokens"} <= set(plan.freeze_extra):
+        n -= s.embedding_params
+    return n
+
+
+def trainable_params(plan: Plan) -> int:
+    """How many parameters train."""
+    if plan.adapter:
+        return lora_params(plan.shape, plan.lora_r, plan.targets, dora=plan.method == "dora")
+    if plan.method == "freeze":
+        return _freeze_params(plan)
+    return plan.shape.n_params
+
+
+def _head_trains(plan: Plan) -> bool:
+    if plan.method in FULL:
+        return True
+    if plan.method == "freeze":
+        return bool({"lm_head"} & set(plan.freeze_extra)) or (
+            plan.shape.tied and "embed_tokens" in plan.freeze_extra
+        )
+    return False
+
+
+def _weight_bytes(plan: Plan) -> tuple[float, float]:
+    """(all base weights in bytes, bytes per parameter of the decoder's linear layers)."""
+    s = plan.shape
+    linear = s.layers * s.layer_linear_params
+    rest = s.n_params - linear
+    bits = plan.quant_bits
+    if bits is None:
+        return s.n_params * plan.weight_bytes, plan.weight_bytes
+    # NF4 + double quantisation: 4 bits + ~0.13 bits of block scales; int8: 1 byte + an fp32 scale per row.
+    per = 0.516 if bits == "4bit" else 1.0 + 4 / s.hidden
+    # peft's prepare_model_for_kbit_training upcasts every non-quantised weight to fp32.
+    return linear * per + rest * 4, per
+
+
+def _optimizer_bytes(plan: Plan, n_train: int, param_bytes: int) -> float:
+    opt = "galore" if plan.method in ("galore", "q-galore") else plan.optimizer
+    if opt in ("adamw", "galore") and plan.method not in ("galore", "q-galore"):
+        return 2 * n_train * param_bytes
+    if opt == "adamw-8bit":
+        return 2 * n_train * 1.0 + n_train / 2048 * 8
+    if opt == "lion":
+        return n_train * param_bytes
+    if opt == "adafactor":
+        return n_train * param_bytes * 0.02  # factored second moment: rows + columns per matrix
+    # GaLore: Adam states of the projected [max(m, n), rank] gradient, plus the projector, for the 2-D decoder
+    # weights; plain AdamW states for everything else (embeddings, norms, biases).
+    s = plan.shape
+    projected = 0.0
+    for m in ATTENTION + MLP:
+        a, b = s.module_dims(m)
+        r = min(plan.galore_rank, a, b)
+        projected += 2 * max(a, b) * r + min(a, b) * r
+    state_bytes = 1.0 if plan.method == "q-galore" else param_bytes
+    rest = s.n_params - s.layers * s.layer_linear_params
+    return s.layers * projected * param_bytes + 2 * rest * state_bytes
+
+
+# ---------------------------------------------------------------- activations
+
+
+def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
+    """Bytes saved for the backward pass per token by one decoder layer on the gradient path.
+
+    Measured with saved-tensor hooks (HF Qwen2 layer, SDPA) for fp32 weights, with and without bf16 autocast:
+    a layer whose weights train keeps 40h + 16i bytes per token in fp32 (34h + 8i under autocast); a frozen layer
+    that only passes gradients down keeps 24h + 12i (16h + 6i). LoRA adds what its modules keep: with dropout
+    each targeted module saves its dropped-out input (fp32); without dropout the shared inputs.
+    """
+    s, h, i = plan.shape, plan.shape.hidden, plan.shape.intermediate
+    autocast_fp32_weights = plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None
+    targets = set(plan.targets) if plan.adapter else set()
+    if autocast_fp32_weights:
+        base = 34 * h + 8 * i if trainable_layer else 16 * h + 6 * i
+        extra_attn0, extra_gu0, extra_down0 = 9.6 * h, 4.8 * h, 2.8 * i
+        drop_attn, drop_gu, drop_down = 4 * h, 4 * h, 4 * i
+    else:
+        base = 40 * h + 16 * i if trainable_layer else 24 * h + 12 * i
+        extra_attn0, extra_gu0, extra_down0 = 4 * h, 4 * h, 4 * i
+        drop_attn, drop_gu, drop_down = 7 * h, 6 * h, 4 * i
+    extra = 0.0
+    if targets:
+        extra += extra_attn0 if targets & set(ATTENTION) else 0.0
+        extra += extra_gu0 if targets & {"gate_proj", "up_proj"} else 0.0
+        extra += extra_down0 if "down_proj" in targets else 0.0
+        if plan.lora_dropout > 0:
+            extra += drop_attn * len(targets & set(ATTENTION))
+            extra += drop_gu * len(targets & {"gate_proj", "up_proj"})
+            extra += drop_down * ("down_proj" in targets)
+        extra += 4 * plan.lora_r * len(targets)
+    if plan.quant_bits is not None:
+        # bitsandbytes' matmul keeps each linear input for the backward pass (fp32 compute).
+        extra += 8 * h + 4 * i
+    per = base + extra
+    if plan.weight_bytes == 2 and plan.quant_bits is None:
+        # bf16 weights: the residual stream and saved tensors are bf16; RMSNorm still keeps fp32 copies.
+        per = (base + extra) / 2 + 8 * h
+    del s
+    return per
+
+
+def _grad_path_layers(plan: Plan) -> tuple[int, int]:
+    """(layers on the gradient path whose weights train, layers that only pass gradients down)."""
+    n = plan.shape.layers
+    if plan.method == "freeze":
+        k = min(plan.freeze_layers, n)
+        below = n - k if "embed_tokens" in plan.freeze_extra else 0
+        return k, below
+    if plan.adapter:
+        return 0, n
+    return n, 0
+
+
+def _activation_bytes(plan: Plan) -> tuple[float, float]:
+    """(activations saved at the end of the forward pass, extra buffers at the start of the backward pass)."""
+    s, tokens = plan.shape, plan.tokens
+    act = 2 if (plan.weight_bytes == 2 and plan.quant_bits is None) or plan.bf16 else 4
+    trainable, passing = _grad_path_layers(plan)
+    per_layer = [layer_activation_bytes(plan, True)] * trainable + [layer_activation_bytes(plan, False)] * passing
+    resid = 2 if plan.weight_bytes == 2 and plan.quant_bits is None else 4
+    if plan.gradient_checkpointing and per_layer:
+        # Each layer keeps only its input; the backward pass recomputes one layer at a time.
+        saved = len(per_layer) * tokens * s.hidden * resid + tokens * max(per_layer)
+    else:
+        saved = tokens * sum(per_layer)
+    # Outside the layers: final norm, the gathered label rows and their gradient, the 4-D attention mask.
+    saved += tokens * s.hidden * resid * 2 + plan.labels * s.hidden * resid * 2
+    saved += plan.batch_size * plan.seq_len**2 * act
+    # The top layer's backward makes gradient buffers for its MLP and attention inputs.
+    backward = tokens * (3 * s.intermediate + 4 * s.hidden) * act
+    return saved, backward
+
+
+def _logits_bytes(plan: Plan) -> float:
+    s = plan.shape
+    chunk = min(FUSED_CHUNK, plan.labels)
+    compute_bf16 = plan.bf16 or (plan.weight_bytes == 2 and plan.quant_bits is None)
+    head_bytes = 4 if plan.quant_bits is not None else plan.weight_bytes
+    out = chunk * s.vocab * (6 if compute_bf16 else 4)
+    if compute_bf16 and head_bytes == 4:
+        out += s.embedding_params * 2  # bf16 copy of the head weight for the projection
+    return out
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+def estimate_memory(plan: Plan) -> MemoryEstimate:
+    """Peak memory of one process of `plan`, and its breakdown."""
+    s = plan.shape
+    notes: list[str] = []
+    n_gpus = max(plan.gpus, 1)
+    zero = plan.zero if n_gpus > 1 else 0
+    weights, _ = _weight_bytes(plan)
+    n_train = trainable_params(plan)
+    if plan.adapter:
+        trainable, param_bytes = n_train * 4.0, 4
+    else:
+        trainable, param_bytes = 0.0, (4 if plan.quant_bits else plan.weight_bytes)
+    grads = float(n_train * param_bytes)
+    states = float(_optimizer_bytes(plan, n_train, param_bytes))
+    # The optimiser step's temporaries: on CPU torch's AdamW works one tensor at a time (~2 x the largest
+    # parameter); on GPU the foreach kernels copy all states at once (~1 x the trainable bytes).
+    largest = s.embedding_params if not plan.adapter and plan.method != "freeze" else s.layer_linear_params / 7
+    step_temp = 2 * largest * param_bytes if plan.device == "cpu" else grads
+    if plan.adapter:
+        step_temp = 2 * grads if plan.device == "cpu" else grads
+    if zero >= 2:
+        grads, states, step_temp = grads / n_gpus, states / n_gpus, step_temp / n_gpus
+    if zero >= 3:
+        gathered = 2 * s.layer_params * (plan.weight_bytes if plan.quant_bits is None else 1)
+        weights = weights / n_gpus + gathered
+        notes.append("ZeRO-3: weights sharded, two layers gathered at a time")
+    saved, backward = _activation_bytes(plan)
+    logits = _logits_bytes(plan)
+    if plan.device == "cpu":
+        saved *= 1 + CPU_ALLOCATOR_SLACK
+    # Gradients already accumulated are alive during the forward pass of the next micro-batch.
+    grads_in_forward = grads if plan.grad_accum > 1 else 0.0
+    head_grad = s.embedding_params * 4.0 if _head_trains(plan) else 0.0
+    phases = {
+        "forward (loss)": saved + logits + grads_in_forward + (head_grad if plan.grad_accum == 1 else 0.0),
+        "backward": saved + backward + max(grads_in_forward, head_grad),
+        "optimizer step": grads + step_temp,
+    }
+    phase = max(phases, key=lambda k: phases[k])
+    peak_dynamic = phases[phase]
+    # Present the dynamic peak as its parts: gradients and activations/logits as they stand in that phase.
+    if phase == "optimizer step":
+        g, a, lg, extra = grads, 0.0, 0.0, step_temp
+    elif phase == "backward":
+        g, a, lg, extra = max(grads_in_forward, head_grad), saved + backward, 0.0, 0.0
+    else:
+        g = grads_in_forward + (head_grad if plan.grad_accum == 1 else 0.0)
+        a, lg, extra = saved, logits, 0.0
+    del peak_dynamic
+    if plan.device == "cpu":
+        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + extra
+        if plan.quant_bits is not None:
+            # Quantising reads every fp32 weight of the mmapped checkpoint; those pages stay resident.
+            overhead += s.layers * s.layer_linear_params * plan.weight_bytes
+            notes.append("CPU: the checkpoint pages read while quantising stay in resident memory")
+    else:
+        body = weights + trainable + states + g + a + lg + extra
+        overhead = GPU_CONTEXT + GPU_SLACK * body + extra
+    return MemoryEstimate(
+        weights=weights,
+        trainable=trainable,
+        gradients=g,
+        optimizer=states,
+        activations=a,
+        logits=lg,
+        overhead=overhead,
+        trainable_params=n_train,
+        peak_phase=phase,
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------- compute
+
+
+def flops_per_token(plan: Plan, mean_len: float | None = None, label_fraction: float = 1.0) -> float:
+    """Training FLOPs per token fed (forward + backward, matmuls and attention) of lapidar's path.
+
+    Frozen weights get no weight gradient; layers below the lowest trainable one get no backward pass at all
+    (freeze); the lm_head runs only on label positions; checkpointing adds one more forward pass.
+    """
+    s = plan.shape
+    t = mean_len or plan.seq_len
+    layer = 2 * s.layer_linear_params + 2 * t * s.hidden  # forward: matmuls + causal attention (QK^T and AV)
+    trainable, passing = _grad_path_layers(plan)
+    fwd = s.layers * layer
+    bwd_input = (trainable + passing) * 2 * layer
+    bwd_weight = trainable * 2 * s.layer_linear_params
+    if plan.adapter:
+        bwd_weight += 6 * lora_params(s, plan.lora_r, plan.targets)
+    recompute = (trainable + passing) * layer if plan.gradient_checkpointing else 0
+    head = 2 * s.embedding_params * label_fraction
+    head_total = head * (2 + (1 if _head_trains(plan) else 0))
+    return fwd + bwd_input + bwd_weight + recompute + head_total
