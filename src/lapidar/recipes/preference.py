@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lapidar.data.formats import Example, Message
 from lapidar.data.tokenize import IGNORE, Encoded, collate, encode_conversation
@@ -50,7 +49,7 @@ from lapidar.io import write_json
 from lapidar.methods import get_method
 from lapidar.recipes.train import peak_rss_mib, save_weights, use_bf16
 from lapidar.training.loss import CHUNK, decoder_and_head
-from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses
+from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, progress_bar
 from lapidar.training.optim import build_optimizer
 from lapidar.training.schedule import lr_factor
 
@@ -443,16 +442,7 @@ def fit_preference(run: RunData, model, console: Console) -> dict:
     diverged: str | None = None
     window, window_tokens = _Tally(), 0
     last_train: dict[str, float] = {}
-    progress = Progress(
-        TextColumn(f"[bold blue]{objective}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("margin {task.fields[margin]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = progress_bar(console, objective, "margin")
     # SIGTERM (a scheduler's kill) is handled like Ctrl-C: keep the weights, write the summary, exit.
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted = False

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lapidar.config import TrainConfig, load_config, save_yaml
@@ -39,7 +38,7 @@ from lapidar.methods import apply_method, get_method, quantization_config, resol
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import BASE_EOS
 from lapidar.training.loss import causal_lm_loss
-from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, read_metrics
+from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, progress_bar, read_metrics
 from lapidar.training.optim import build_optimizer
 from lapidar.training.schedule import lr_factor
 from lapidar.training.trackers import open_trackers
@@ -434,15 +433,7 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
     resumed_at = step
     window_start = started = time.perf_counter()
     last_train_loss = float("nan")
-    progress = Progress(
-        TextColumn("[bold blue]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = progress_bar(console, "train")
     # SIGTERM (a scheduler's kill) is handled like Ctrl-C: checkpoint, then exit.
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["EarlyStopping", "MetricsLog", "plot_losses"]
+__all__ = ["EarlyStopping", "MetricsLog", "plot_losses", "progress_bar"]
 
 
 class EarlyStopping:
@@ -102,3 +102,22 @@ def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(out)
+
+
+def progress_bar(console, label: str, *fields: str):
+    """A rich progress bar for a training loop: step count, `loss`, the extra task `fields`, tokens/s and ETA.
+
+    Tasks added to it must carry `loss`, `tps` and each name in `fields` as task fields.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(f"[bold blue]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TimeRemainingColumn(),
+        console=console,
+    )
