@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 from rich.console import Console
 
 from lapidar.config import TrainConfig
@@ -84,3 +85,36 @@ def test_other_optimizers(data, tmp_path):
         lr = 7e-4 if name == "lion" else 2e-3  # Lion takes sign steps: a ~3x smaller LR than AdamW
         summary = run_method("lora", data, tmp_path / name, optimizer=name, lr=lr)
         assert summary["best_val_loss"] < summary["initial_val_loss"] - 3.0, name
+
+
+@pytest.mark.parametrize("method", ["lora", "freeze"])
+def test_frozen_weights_stay_bit_identical(method, data, tmp_path):
+    cfg = TrainConfig(
+        data=str(data), val_data=str(data), method=method, max_steps=6, lr=2e-3, batch_size=5, eval_steps=6,
+        output=str(tmp_path / "run"), freeze_trainable_layers=1,
+    )  # fmt: skip
+    console = Console(quiet=True)
+    run = train.setup(cfg, console)
+    model = train.load_prepared_model(run)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    train.fit(run, model, console)
+    after = dict(model.named_parameters())
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    changed = [n for n in before if n not in frozen and not torch.equal(before[n], after[n])]
+    assert changed, "something must have trained"
+    if method == "lora":
+        assert all("lora_" in n for n in changed)
+
+
+def test_full_saves_a_model_plain_transformers_loads(data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    summary = run_method("full", data, tmp_path / "run", max_steps=6)
+    saved = tmp_path / "run" / summary["saved_weights"]
+    model = AutoModelForCausalLM.from_pretrained(str(saved))
+    tok = AutoTokenizer.from_pretrained(str(saved))
+    ids = tok.apply_chat_template([{"role": "user", "content": PAIRS[0][0]}], add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    out = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == len(ids) + 4 or out[0, -1].item() == tok.eos_token_id
