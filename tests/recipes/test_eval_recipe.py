@@ -141,6 +141,8 @@ def test_report_includes_the_evaluation(evaluated):
     page = (run / "report.html").read_text()
     assert "Before / after" in page and "Confusion matrix" in page and "Sample answers" in page
     assert "beats the base model on accuracy" in page and "Diagnosis" in proc.stdout
+    # a run that learnt (lr 2e-3) must not be called flat
+    assert "underfitting" not in page
 
 
 def test_options_on_a_preset(tmp_path, one_thread):

@@ -1,5 +1,6 @@
 """The diagnosis on real tiny-qwen2.5 runs made to fail on purpose: a run that overfits (6 rows, high constant LR,
-no early stopping) and a run that diverges (absurd LR); and `lapidar report` on them."""
+no early stopping), a run that diverges (absurd LR) and one that underfits (LR 2000x too low); and `lapidar report`
+on them."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def diverged(small_data, tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="module")
+def underfitted(small_data, tmp_path_factory):
+    # lr 1e-7 is 2000x below the default: 20 steps (20 epochs of 6 rows) move the loss by less than 0.1%.
+    run, proc = train_with(
+        tmp_path_factory.mktemp("underfit"), "underfit", small_data, lr=1e-7, max_steps=20, eval_steps=5
+    )
+    return run, proc
+
+
 def test_overfitting_is_found_at_the_step_validation_loss_was_lowest(overfitted):
     records = read_jsonl(overfitted / "metrics.jsonl")
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
@@ -69,7 +79,7 @@ def test_overfitting_is_found_at_the_step_validation_loss_was_lowest(overfitted)
     over = next(f for f in findings if f.code == "overfitting")
     assert over.step == best_step and over.title == f"Overfitting after step {best_step}"
     assert f"--max-steps {best_step}" in over.suggestion
-    assert "divergence" not in [f.code for f in findings]
+    assert "divergence" not in [f.code for f in findings] and "underfitting" not in [f.code for f in findings]
     summary = json.loads((overfitted / "summary.json").read_text())
     assert summary["best_step"] == best_step  # and lapidar kept the weights from before the overfitting
     assert f"kept the weights from step {best_step}" in over.suggestion
@@ -85,6 +95,25 @@ def test_divergence_is_found_with_its_step(diverged):
     findings = diagnose(run)
     assert findings[0].code == "divergence" and findings[0].severity == "problem"
     assert findings[0].step == first_bad and "--lr 10 is far above" in findings[0].suggestion
+
+
+def test_far_too_low_learning_rate_is_underfitting(underfitted):
+    run, proc = underfitted
+    records = read_jsonl(run / "metrics.jsonl")
+    train = [r["train_loss"] for r in records if "train_loss" in r]
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    # the curve really is flat: both losses moved by less than 1% in 20 steps
+    assert len(train) == 4 and len(val) == 5
+    assert abs(train[0] - train[-1]) < 0.01 * train[0] and abs(val[0] - min(val)) < 0.01 * val[0]
+
+    findings = diagnose(run)
+    assert [f.code for f in findings if f.severity in ("problem", "warning")] == ["underfitting"]
+    flat = findings[0]
+    assert flat.title == "Learning rate 1e-7 is too low: the loss barely moved (underfitting)"
+    assert "--lr 1e-7 is far below" in flat.evidence and "over 20 steps" in flat.evidence
+    assert "--lr 2e-4" in flat.suggestion
+    # `lapidar train` prints the same verdict at the end of the run
+    assert "Learning rate 1e-7 is too low" in proc.stdout
 
 
 def test_report_command_on_an_overfitted_run(overfitted):

@@ -84,6 +84,28 @@ def test_flat_loss_is_underfitting_and_suggests_a_higher_lr(tmp_path):
     assert "--lr 5e-6" in flat.suggestion and "over 40 steps" in flat.evidence
 
 
+def test_far_too_low_learning_rate_is_named_with_the_default_to_use(tmp_path):
+    train = [(5, 12.496), (10, 12.4957), (15, 12.4953), (20, 12.4951)]
+    run = make_run(tmp_path, train, [(0, 12.516), (10, 12.5156), (20, 12.5154)], config={"lr": 1e-7})
+    flat = next(f for f in diagnose(run) if f.code == "underfitting")
+    assert flat.title.startswith("Learning rate 1e-7 is too low") and "--lr 2e-4" in flat.suggestion
+    assert "12.496 (step 5) to 12.495" in flat.evidence and "12.516 (untrained) to 12.515" in flat.evidence
+
+
+def test_easier_validation_rows_do_not_make_a_learning_run_look_flat(tmp_path):
+    # Validation rows easier than training rows: validation starts at 2.0, where training ends; both fell a lot.
+    train = [(10, 3.0), (20, 2.6), (30, 2.3), (40, 2.0)]
+    run = make_run(tmp_path, train, [(0, 2.0), (20, 1.6), (40, 1.5)], config={"lr": 2e-4})
+    assert "underfitting" not in codes(diagnose(run))
+
+
+def test_quick_drop_then_plateau_is_not_underfitting(tmp_path):
+    # All the learning happened before the first logged training loss: validation shows it.
+    train = [(10, 2.01), (20, 2.0), (30, 1.99), (40, 1.98)]
+    run = make_run(tmp_path, train, [(0, 12.0), (20, 2.1), (40, 2.08)])
+    assert "underfitting" not in codes(diagnose(run))
+
+
 def test_still_falling_at_the_end_asks_for_more_steps(tmp_path):
     run = make_run(tmp_path, falling(), [(0, 12.0), (20, 6.0), (40, 4.0), (60, 3.0)], summary={"steps": 60})
     more = next(f for f in diagnose(run) if f.code == "too_few_steps")

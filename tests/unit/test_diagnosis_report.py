@@ -56,6 +56,9 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert "RANDOMLY INITIALISED" in page
     assert "Overfitting after step 30" in page  # the diagnosis
     assert "Before / after" in page and "fine-tuned" in page and "no sign of forgetting" in page
+    # green for better, red for worse: a loss that fell is better, an accuracy that rose too
+    assert re.search(r"<td>loss</td><td>[^<]+</td><td>[^<]+</td><td><span class=better>-11\.5</span>", page)
+    assert re.search(r"<td>accuracy</td><td>[^<]+</td><td>[^<]+</td><td><span class=better>\+1</span>", page)
     assert "Confusion matrix" in page
     assert "question &lt;1&gt;" in page and "garbage &amp; noise" in page  # sample answers, escaped
     assert "train.jsonl (no longer readable)" in page  # data summary copes with a moved file

@@ -31,6 +31,7 @@ STALLED_MOVE = 0.02  # ... when the last third of the run moves less than this s
 STALLED_LEVEL = 0.6  # ... and stays above this share of the starting loss
 OVERFIT_RISE = 0.05  # validation loss this share above its minimum (after the minimum) is a real rise
 FLAT_DROP = 0.05  # less than this relative fall of the loss over the run is "flat"
+LOW_LR = 1e-6  # a flat loss below this learning rate is blamed on it (even DPO's 5e-7 is a deliberate choice)
 STILL_IMPROVING = 0.02  # last evaluation still this share better than the one before
 GAP_NATS = 0.5  # validation loss this far above training loss ...
 GAP_RATIO = 1.5  # ... and this many times it is a wide gap
@@ -239,22 +240,44 @@ def _overfitting(r: RunRecords) -> Finding | None:
 
 
 def _flat(r: RunRecords) -> Finding | None:
+    # Like with like: training loss from its first to its last records, validation loss from the untrained model
+    # (step 0) to its best. Comparing validation at step 0 with training at the end mixes two data sets: when the
+    # validation rows are easier than the training rows, a run that learnt a lot looked flat.
     if len(r.train) < 2:
         return None
-    start = r.val[0][1] if r.val and r.val[0][0] == 0 else r.train[0][1]
+    (first_step, first), last_step = r.train[0], r.train[-1][0]
     end = min(v for _, v in r.train[-max(1, len(r.train) // 5) :])
-    if start <= 0 or (start - end) / start >= FLAT_DROP:
+    if first <= 0 or (first - end) / first >= FLAT_DROP:
         return None
+    evidence = f"training loss went from {first:.3f} (step {first_step}) to {end:.3f} ({(first - end) / first:.1%})"
+    if len(r.val) >= 2 and r.val[0][0] == 0:
+        untrained, best = r.val[0][1], min(v for _, v in r.val)
+        moved = (untrained - best) / untrained if untrained > 0 else 1.0
+        if moved >= FLAT_DROP:
+            return None  # validation loss fell from the untrained model's: learnt early, then plateaued
+        evidence += f" and validation loss from {untrained:.3f} (untrained) to {best:.3f} ({moved:.1%})"
+    evidence += f", less than {FLAT_DROP:.0%} over {last_step} steps"
     lr = r.config.get("lr")
+    more = "train for more steps and check that the answers in the data are what you want learnt."
+    if lr and lr < LOW_LR:
+        return Finding(
+            "warning",
+            f"Learning rate {_fmt_lr(lr)} is too low: the loss barely moved (underfitting)",
+            f"{evidence}; --lr {_fmt_lr(lr)} is far below the usual range (1e-5 to 5e-3)",
+            "Start from lapidar's default --lr 2e-4 (1e-5 to 5e-5 for --method full); if the loss still barely "
+            f"moves, {more}",
+            "underfitting",
+            last_step,
+        )
     return Finding(
         "warning",
         "The loss barely moved (underfitting)",
-        f"loss went from {start:.3f} to {end:.3f} ({(start - end) / start:.1%}, less than {FLAT_DROP:.0%}) over "
-        f"{r.train[-1][0]} steps",
+        evidence,
         (f"Raise the learning rate 3-10x (--lr {_fmt_lr(lr * 5)}, now {_fmt_lr(lr)}) " if lr else "Raise --lr ")
-        + "and/or train for more steps; check that the answers in the data are what you want learnt.",
+        + "and/or "
+        + more,
         "underfitting",
-        r.train[-1][0],
+        last_step,
     )
 
 

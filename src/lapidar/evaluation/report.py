@@ -57,9 +57,12 @@ def _line_chart(
         if points:
             style = "o-" if name.startswith("validation") else "-"
             ax.plot(*zip(*points, strict=True), style, label=name, markersize=3)
+    left, right = ax.get_xlim()
     for step, text in (marks or {}).items():
         ax.axvline(step, color="#999", linestyle="--", linewidth=1)
-        ax.annotate(text, (step, ax.get_ylim()[1]), fontsize=8, ha="left", va="top", color="#555")
+        # in the right half of the chart the label goes left of its line, or it runs past the axes
+        ha = "right" if step > (left + right) / 2 else "left"
+        ax.annotate(text, (step, ax.get_ylim()[1]), fontsize=8, ha=ha, va="top", color="#555")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -77,7 +80,8 @@ def _generation_chart(generation: dict[str, list[tuple[int, float]]]) -> bytes |
     plt = _pyplot()
     cols = min(3, len(series))
     rows = math.ceil(len(series) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), dpi=100, squeeze=False)
+    # at least 7 inches wide (as wide as the loss chart): narrower, the suptitle is cut off on both sides
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 3.3 * cols), 2.6 * rows), dpi=100, squeeze=False)
     for ax, (name, points) in zip(axes.flat, series.items(), strict=False):
         ax.plot(*zip(*points, strict=True), "o-", markersize=3, color="#2ca02c")
         ax.set_title(name, fontsize=9)
@@ -208,6 +212,18 @@ def _data_summary(r: RunRecords) -> str:
     return _table(rows)
 
 
+def _better_sign(metric: str) -> int:
+    """+1 when a higher value of `metric` is better, -1 when lower is (loss, perplexity), 0 when neither (answer
+    length). Metrics outside the registry (--json-schema, custom functions) are scores: higher is better."""
+    from lapidar.evaluation.metrics import METRICS
+
+    if metric in ("loss", "perplexity"):
+        return -1
+    known = METRICS.get(metric)
+    higher = known.higher_is_better if known is not None else True
+    return 0 if higher is None else (1 if higher else -1)
+
+
 def _eval_html(ev: dict, run_dir: Path) -> str:
     parts = [
         f"<p>{_e(ev.get('rows'))} rows of <code>{_e(ev.get('data'))}</code> ({_e(ev.get('task_shape'))} answers), "
@@ -225,7 +241,8 @@ def _eval_html(ev: dict, run_dir: Path) -> str:
         for n in names:
             b, m = value(base, n), value(model, n)
             change = m - b if isinstance(m, int | float) and isinstance(b, int | float) else None
-            cls = "" if change is None or abs(change) < 1e-12 else ("up" if change > 0 else "down")
+            sign = 0 if change is None or abs(change) < 1e-12 else _better_sign(n) * (1 if change > 0 else -1)
+            cls = {1: "better", -1: "worse"}.get(sign, "")
             rows.append(
                 [_e(n), _num(b), _num(m), f"<span class={cls}>{'-' if change is None else f'{change:+.4g}'}</span>"]
             )
@@ -295,7 +312,7 @@ img{max-width:100%;display:block;margin:.5em 0}
 .finding .title{font-weight:600}.finding .sugg{color:#444;margin-top:.2em}
 .finding .sev{text-transform:uppercase;font-size:.75em;letter-spacing:.05em;margin-right:.4em}
 .problem{border-color:#d62728}.warning{border-color:#e6a100}.info{border-color:#1f77b4}.good{border-color:#2ca02c}
-.step{font-weight:400;color:#666;font-size:.85em}.up{color:#2ca02c}.down{color:#d62728}
+.step{font-weight:400;color:#666;font-size:.85em}.better{color:#2ca02c}.worse{color:#d62728}
 .random{background:#fff3cd;border:1px solid #e6a100;padding:.5em .8em}code{background:#f4f4f4;padding:0 .2em}
 """
 
