@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lapidar.data.readers import Row, read_rows
+from lapidar.data.readers import Row, json_type, read_rows
 from lapidar.errors import UserError, unknown_choice
 
 __all__ = [
@@ -145,7 +145,7 @@ def _text(value: Any, where: str, field: str) -> str:
         return value
     if isinstance(value, bool | int | float):
         return str(value)
-    raise UserError(f"{where}: field {field!r}: expected text, got {type(value).__name__}")
+    raise UserError(f"{where}: field {field!r}: expected text, got {json_type(value)}")
 
 
 def _json_cell(value: Any) -> Any:
@@ -161,7 +161,7 @@ def _json_cell(value: Any) -> Any:
 def _list(value: Any, where: str, field: str, what: str) -> list:
     value = _json_cell(value)
     if not isinstance(value, list):
-        raise UserError(f"{where}: field {field!r}: expected a list of {what}, got {type(value).__name__}")
+        raise UserError(f"{where}: field {field!r}: expected a list of {what}, got {json_type(value)}")
     return value
 
 
@@ -222,7 +222,10 @@ def _turns(value: Any, where: str, field: str) -> list[Message]:
             content = _tool_call_text(_json_cell(t.get(text_key)))
         else:
             content = _content(t.get(text_key), where, f"{f}.{text_key}")
-        for j, call in enumerate(t.get("tool_calls") or []):  # OpenAI: the assistant calls a function
+        calls = t.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise UserError(f"{where}: field '{f}.tool_calls': expected a list of tool calls, got {json_type(calls)}")
+        for j, call in enumerate(calls):  # OpenAI: the assistant calls a function
             fn = call.get("function", call) if isinstance(call, dict) else None
             if not isinstance(fn, dict) or "name" not in fn:
                 raise UserError(f"{where}: field '{f}.tool_calls[{j}]': expected {{function: {{name, arguments}}}}")
@@ -452,7 +455,7 @@ def detect_format(rows: list[Row], values: list[Any] | None = None) -> tuple[str
     fits: dict[str, list[str]] = {}
     for row, value in zip(rows, values, strict=True):
         if not isinstance(value, dict):
-            raise UserError(f"{row.where}: expected an object (one example) per row, got {type(value).__name__}")
+            raise UserError(f"{row.where}: expected an object (one example) per row, got {json_type(value)}")
         c = _candidates(value)
         if len(c) > 1:
             options = "; ".join(f"{n} ({', '.join(FORMATS[n].keys)})" for n in c)
@@ -466,8 +469,11 @@ def detect_format(rows: list[Row], values: list[Any] | None = None) -> tuple[str
         others = [n for n in fits if n]
         hint = f"the other rows are {others[0]} ({', '.join(FORMATS[others[0]].keys)}); " if len(others) == 1 else ""
         wanted = "; ".join(f"{n}: {f.looks_like}" for n, f in FORMATS.items())
+        present = sorted(k for k, v in bad.value.items() if v is not None)
+        nulls = sorted(k for k, v in bad.value.items() if v is None)
+        null_note = f" (null: {', '.join(nulls)})" if nulls else ""
         raise UserError(
-            f"{bad.where}: cannot tell the format from fields {sorted(bad.value)}; {hint}expected one of — {wanted}; "
+            f"{bad.where}: cannot tell the format from fields {present}{null_note}; {hint}expected one of — {wanted}; "
             "or map your column names with --columns prompt=COLUMN,completion=COLUMN"
         )
     if len(fits) > 1:
@@ -551,7 +557,7 @@ def convert_rows(
     examples = []
     for row, value in zip(rows, values, strict=True):
         if not isinstance(value, dict):
-            raise UserError(f"{row.where}: expected an object (one example) per row, got {type(value).__name__}")
+            raise UserError(f"{row.where}: expected an object (one example) per row, got {json_type(value)}")
         missing = [k for k in spec.keys if value.get(k) is None]
         if missing:
             raise UserError(

@@ -25,7 +25,7 @@ from typing import Any
 from lapidar.errors import UserError, unknown_choice
 from lapidar.io import write_text
 
-__all__ = ["READERS", "WRITERS", "Row", "read_rows", "write_rows"]
+__all__ = ["READERS", "WRITERS", "Row", "json_type", "read_rows", "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,25 @@ def _decode(path: Path) -> str:
         ) from None
 
 
+def _too_deep(path: Path, where: str) -> UserError:
+    # json's C decoder recurses once per nesting level; Python's recursion limit (1000) ends it.
+    return UserError(f"{path}: {where}nested more than about 1000 levels deep; this is not a file of examples")
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     for lineno, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield f"line {lineno}", json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(
                 f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno}); each line of a .jsonl "
                 "file must be one JSON object"
             ) from None
+        except RecursionError:
+            raise _too_deep(path, f"line {lineno}: ") from None
+        yield f"line {lineno}", value
 
 
 def _columns_to_rows(path: Path, data: dict) -> list[dict] | None:
@@ -93,14 +101,27 @@ def _columns_to_rows(path: Path, data: dict) -> list[dict] | None:
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    text = _decode(path)
+    if not text.strip():
+        raise UserError(f"{path}: the file is empty")
     try:
-        data = json.loads(_decode(path))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        hint = ""
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):
+            hint = "; it looks like JSON Lines (one object per line): rename it to .jsonl"
+        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){hint}") from None
+    except RecursionError:
+        raise _too_deep(path, "") from None
     if isinstance(data, dict):
         rows = _columns_to_rows(path, data)
         if rows is None:
             lists = [k for k, v in data.items() if isinstance(v, list)]
+            if len(lists) > 1 and not any(isinstance(x, dict) for k in lists for x in data[k]):
+                sizes = ", ".join(f"{k}: {len(data[k])}" for k in lists)
+                raise UserError(
+                    f"{path}: the column arrays have different lengths ({sizes}); every column needs one value per row"
+                )
             if len(lists) != 1:
                 raise UserError(
                     f"{path}: expected a JSON array of rows, an object holding one array of rows, or an object of "
@@ -110,7 +131,7 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
             rows = data[lists[0]]
         data = rows
     if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a JSON array of rows, got {json_type(data)}")
     for i, value in enumerate(data, start=1):
         yield f"row {i}", value
 
@@ -152,6 +173,18 @@ def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"row {rowno}", {h: c for h, c in zip(header, cells, strict=True) if h}
     except csv.Error as e:
         raise UserError(f"{path}: row {reader.line_num}: {e}; check the quoting of that row") from None
+    # Without `strict`, csv silently runs a quote that is never closed to the end of the file, swallowing the
+    # rows after it into one cell. An odd number of quote characters is the cheap sign; a strict parse confirms.
+    if text.count('"') % 2:
+        try:
+            for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', strict=True):
+                pass
+        except csv.Error as e:
+            if "end of data" in str(e):
+                raise UserError(
+                    f"{path}: row {rowno}: a quoted cell is never closed, so every line after it was read into "
+                    'that cell; add the closing "'
+                ) from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -187,6 +220,12 @@ READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any]]]] = {
     ".txt": _read_text,
     ".md": _read_text,
 }
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages: object, array, text, number, true/false, null."""
+    names = {dict: "an object", list: "an array", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _files_in(directory: Path) -> list[Path]:

@@ -6,6 +6,7 @@ Pure functions with no model or tokenizer, shared by the quality report (`qualit
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -81,13 +82,13 @@ _INVISIBLE = {"\u200b", "\ufeff", "\u2028", "\u2029", "\u202e", "\u202d", "\u202
 _INVISIBLE_FIX = {c: "" for c in _INVISIBLE} | {"\u2028": "\n", "\u2029": "\n\n"}
 
 
+# Category Cc is exactly U+0000-001F and U+007F-009F: one regex scan instead of a Python call per character.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + "".join(sorted(_INVISIBLE)) + "]")
+
+
 def control_chars(text: str) -> list[str]:
     """Control characters (other than newline/tab), zero-width spaces, BOMs and bidi overrides, as `U+XXXX`."""
-    return [
-        f"U+{ord(c):04X}"
-        for c in text
-        if (unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS) or c in _INVISIBLE
-    ]
+    return [f"U+{ord(c):04X}" for c in _CONTROL_RE.findall(text)]
 
 
 _CODE_RE = re.compile(r"```.*?(```|$)|`[^`\n]*`", re.S)
@@ -243,6 +244,7 @@ _STOPWORD_TEXT = {
 }
 _STOPWORDS = {lang: frozenset(words.split()) for lang, words in _STOPWORD_TEXT.items()}
 _WORD_RE = re.compile(r"[^\W\d_]+", re.U)
+_NON_LATIN = re.compile("[^\x00-\u024f]")
 _SCRIPTS = (
     ("CJK", "zh"),
     ("HIRAGANA", "ja"),
@@ -259,9 +261,15 @@ _SCRIPTS = (
 
 def guess_language(text: str) -> str:
     """ISO-639-1 code of the main language (a heuristic: writing system, then common words); "und" if unsure."""
-    letters = [c for c in text[:4000] if c.isalpha()]
-    if len(letters) < 3:
-        return "und"
+    head = text[:4000]
+    if _NON_LATIN.search(head) is None:  # the common case: no script to count, only "are there 3 letters?"
+        if len(list(itertools.islice((c for c in head if c.isalpha()), 3))) < 3:
+            return "und"
+        letters = []
+    else:
+        letters = [c for c in head if c.isalpha()]
+        if len(letters) < 3:
+            return "und"
     scripts: dict[str, int] = {}
     for c in letters:
         if c <= "\u024f":  # Basic Latin to Latin Extended-B: no need to look the name up
