@@ -31,7 +31,11 @@ CONFIGS: dict[str, dict] = {
     "tiny lora b2 l1024": {"model": "tiny-qwen2.5", "method": "lora", "batch_size": 2, "max_length": 1024},
     "tiny lora b1 l128": {"model": "tiny-qwen2.5", "method": "lora", "batch_size": 1, "max_length": 128},
     "tiny lora b4 l512 ckpt": {
-        "model": "tiny-qwen2.5", "method": "lora", "batch_size": 4, "max_length": 512, "gradient_checkpointing": True,
+        "model": "tiny-qwen2.5",
+        "method": "lora",
+        "batch_size": 4,
+        "max_length": 512,
+        "gradient_checkpointing": True,
     },
     "tiny full b4 l512": {"model": "tiny-qwen2.5", "method": "full", "batch_size": 4, "max_length": 512},
     "tiny freeze b4 l512": {"model": "tiny-qwen2.5", "method": "freeze", "batch_size": 4, "max_length": 512},
@@ -39,12 +43,21 @@ CONFIGS: dict[str, dict] = {
     "tiny galore b4 l512": {"model": "tiny-qwen2.5", "method": "galore", "batch_size": 4, "max_length": 512},
     "0.5b lora b1 l128": {"model": "qwen2.5-0.5b", "method": "lora", "batch_size": 1, "max_length": 128},
     "0.5b lora b2 l256": {"model": "qwen2.5-0.5b", "method": "lora", "batch_size": 2, "max_length": 256},
-    "0.5b lora b4 l512": {"model": "qwen2.5-0.5b", "method": "lora", "batch_size": 4, "max_length": 512},
+    "0.5b lora b2 l512": {"model": "qwen2.5-0.5b", "method": "lora", "batch_size": 2, "max_length": 512},
     "0.5b lora b2 l512 ckpt": {
-        "model": "qwen2.5-0.5b", "method": "lora", "batch_size": 2, "max_length": 512, "gradient_checkpointing": True,
+        "model": "qwen2.5-0.5b",
+        "method": "lora",
+        "batch_size": 2,
+        "max_length": 512,
+        "gradient_checkpointing": True,
     },
-    "0.5b lora b1 l256 bf16": {"model": "qwen2.5-0.5b", "method": "lora", "batch_size": 1, "max_length": 256,
-                               "precision": "bf16"},
+    "0.5b lora b1 l256 bf16": {
+        "model": "qwen2.5-0.5b",
+        "method": "lora",
+        "batch_size": 1,
+        "max_length": 256,
+        "precision": "bf16",
+    },
     "0.5b full b1 l128": {"model": "qwen2.5-0.5b", "method": "full", "batch_size": 1, "max_length": 128},
     "0.5b full b2 l256": {"model": "qwen2.5-0.5b", "method": "full", "batch_size": 2, "max_length": 256},
     "0.5b freeze b2 l256": {"model": "qwen2.5-0.5b", "method": "freeze", "batch_size": 2, "max_length": 256},
@@ -87,8 +100,11 @@ def run(names: list[str]) -> None:
             "load": round(load, 2),
         }
         pred = predicted_mib(cfg)
-        print(f"{name:28s} measured {summary['peak_memory_mib']:8.0f} MiB  predicted {pred:8.0f} MiB  "
-              f"({100 * (pred / summary['peak_memory_mib'] - 1):+.1f}%)", flush=True)
+        print(
+            f"{name:28s} measured {summary['peak_memory_mib']:8.0f} MiB  predicted {pred:8.0f} MiB  "
+            f"({100 * (pred / summary['peak_memory_mib'] - 1):+.1f}%)",
+            flush=True,
+        )
         STORE.write_text(json.dumps(store, indent=2) + "\n")
 
 

@@ -23,6 +23,11 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per step.")] = 4,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per example (mixed-length data is cut here).")] = 512,
     quick: Annotated[bool, typer.Option("--quick", help="tiny-qwen2.5, 8 steps: checks the bench in ~3 min.")] = False,
+    plain_fp32: Annotated[
+        bool,
+        typer.Option("--plain-fp32", help="Run the plain recipe with bf16=False (for CPUs without native bf16)."),
+    ] = False,
+    val_rows: Annotated[int, typer.Option(min=1, help="Validation conversations (each pass costs a forward).")] = 12,
     output: Annotated[Path, typer.Option(help="Directory for bench.json, the data and both runs.")] = Path(
         "runs/bench"
     ),
@@ -40,5 +45,6 @@ def bench(
         batch_size=batch_size,
         max_length=max_length,
         eval_steps=eval_steps or max(steps // 2, 1),
+        plain_bf16=not plain_fp32,
     )
-    main(spec, output, console)
+    main(spec, output, console, n_val=val_rows)

@@ -19,7 +19,9 @@ def estimate(
     config: Annotated[Path | None, typer.Argument(help="YAML training config; flags below override it.")] = None,
     model: Annotated[str | None, typer.Option(help="Preset (see `lapidar models`) or model directory.")] = None,
     init: Annotated[str | None, typer.Option(help="pretrained (bf16 weights) or random (fp32 below 1B).")] = None,
-    method: Annotated[str | None, typer.Option(help="lora, qlora, full, freeze, galore... (`lapidar methods`).")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="lora, qlora, full, freeze, galore... (`lapidar methods`).")
+    ] = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Forward passes per optimiser step.")] = None,

@@ -186,9 +186,8 @@ def load_tokenizer(source: ModelSource):
 def load_model(source: ModelSource, dtype=None, quantization_config=None):
     """Load the causal LM from its directory (SDPA attention, weights in `dtype` or as saved, optionally
     quantised with a `BitsAndBytesConfig`)."""
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict = {}
     if quantization_config is not None:

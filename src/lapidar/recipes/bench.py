@@ -60,6 +60,7 @@ class BenchSpec:
     lora_dropout: float = 0.05
     seed: int = 42
     eval_steps: int = 7
+    plain_bf16: bool = True  # the recipe as blog posts write it; False: fp32, for CPUs without native bf16
     train_file: str = ""
     val_file: str = ""
     out_dir: str = ""
@@ -225,28 +226,29 @@ def _run_lapidar(spec: BenchSpec) -> dict:
     from lapidar.config import TrainConfig
     from lapidar.recipes import train as recipe
 
-    cfg = TrainConfig(
-        model=spec.model,
-        init=spec.init,  # type: ignore[arg-type]
-        method="lora",
-        data=spec.train_file,
-        val_data=spec.val_file,
-        max_length=spec.max_length,
-        batch_size=spec.batch_size,
-        lr=spec.lr,
-        lora_r=spec.lora_r,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=spec.lora_dropout,
-        max_steps=spec.steps,
-        eval_steps=spec.eval_steps,
-        save_steps=spec.steps,
-        scheduler="linear",
-        warmup_ratio=0.0,
-        patience=None,
-        log_steps=1,
-        seed=spec.seed,
-        output=str(Path(spec.out_dir) / "lapidar-run"),
-    )
+    fields: dict[str, Any] = {
+        "model": spec.model,
+        "init": spec.init,
+        "method": "lora",
+        "data": spec.train_file,
+        "val_data": spec.val_file,
+        "max_length": spec.max_length,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "lora_r": spec.lora_r,
+        "lora_alpha": spec.lora_alpha,
+        "lora_dropout": spec.lora_dropout,
+        "max_steps": spec.steps,
+        "eval_steps": spec.eval_steps,
+        "save_steps": spec.steps,
+        "scheduler": "linear",
+        "warmup_ratio": 0.0,
+        "patience": None,
+        "log_steps": 1,
+        "seed": spec.seed,
+        "output": str(Path(spec.out_dir) / "lapidar-run"),
+    }
+    cfg = TrainConfig(**fields)
     console = Console(file=open(os.devnull, "w"))  # noqa: SIM115
     torch.manual_seed(cfg.seed)
     run = recipe.setup(cfg, console)
@@ -277,6 +279,7 @@ def _run_plain(spec: BenchSpec) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
+    from lapidar.config import TrainConfig
     from lapidar.data.tokenize import IGNORE
     from lapidar.models.loading import load_tokenizer, resolve_model
     from lapidar.recipes.train import _batches, use_bf16
@@ -286,7 +289,7 @@ def _run_plain(spec: BenchSpec) -> dict:
     batches, val = _encoded_order(spec, tokenizer)
     torch.manual_seed(spec.seed)
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(source.path))
+    base = AutoModelForCausalLM.from_pretrained(str(source.path))
     lora = LoraConfig(
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
@@ -294,7 +297,7 @@ def _run_plain(spec: BenchSpec) -> dict:
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(base, lora)
     load_s = time.perf_counter() - started
     pad = tokenizer.pad_token_id
 
@@ -307,7 +310,9 @@ def _run_plain(spec: BenchSpec) -> dict:
 
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for b in batches for e in b]
     cuda = torch.cuda.is_available()
-    bf16 = use_bf16(_plain_precision_cfg(), sum(p.numel() for p in model.parameters()))
+    bf16 = spec.plain_bf16
+    # Validation runs in the precision lapidar's own evaluation picks here, so both curves are measured alike.
+    eval_bf16 = use_bf16(TrainConfig.model_validate({}), sum(p.numel() for p in model.parameters()))
     args = TrainingArguments(
         output_dir=str(Path(spec.out_dir) / "plain-run"),
         per_device_train_batch_size=spec.batch_size,
@@ -338,9 +343,11 @@ def _run_plain(spec: BenchSpec) -> dict:
         model.eval()
         total, count = 0.0, 0
         for b in _batches(val, spec.batch_size, 0, shuffle=False):
-            batch = {k: v.to(device) for k, v in collate([{"input_ids": e.input_ids, "labels": e.labels} for e in b]).items()}
+            batch = {
+                k: v.to(device) for k, v in collate([{"input_ids": e.input_ids, "labels": e.labels} for e in b]).items()
+            }
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=eval_bf16):
                 total += float(model(**batch).loss) * n
             count += n
         model.train()
@@ -376,12 +383,6 @@ def _run_plain(spec: BenchSpec) -> dict:
         "tokens": [sum(len(e.input_ids) for e in b) for b in batches],
         "n_params": sum(p.numel() for p in model.parameters()),
     }
-
-
-def _plain_precision_cfg():
-    from lapidar.config import TrainConfig
-
-    return TrainConfig(precision="auto")
 
 
 def _worker(stack: str, spec_path: Path, result_path: Path) -> None:
@@ -460,8 +461,12 @@ def _time_to(result: dict, target: float) -> float | None:
     return None
 
 
-def compare(results: dict[str, dict], peak_gflops: float) -> dict:
-    """Throughput, memory, time to the same validation loss, MFU and the ratios lapidar / plain."""
+def compare(results: dict[str, dict], peaks: dict[str, float]) -> dict:
+    """Throughput, memory, time to the same validation loss, MFU and the ratios lapidar / plain.
+
+    `peaks` is the measured matmul GFLOP/s per precision ("bf16", "fp32"); each stack's MFU is taken against the
+    peak of the precision it computes in.
+    """
     out: dict[str, Any] = {"stacks": {}}
     for stack, r in results.items():
         timed = [s for s in r["steps"] if s["step"] >= TIMED_FROM]
@@ -472,7 +477,7 @@ def compare(results: dict[str, dict], peak_gflops: float) -> dict:
         out["stacks"][stack] = {
             "tokens_per_s": tps,
             "peak_rss_mib": r["peak_rss_mib"],
-            "mfu": tps * flops_per_token / (peak_gflops * 1e9),
+            "mfu": tps * flops_per_token / (peaks[r["precision"]] * 1e9),
             "precision": r["precision"],
             "load_s": r["load_s"],
             "train_loss": [s["train_loss"] for s in r["steps"]],
@@ -492,13 +497,17 @@ def compare(results: dict[str, dict], peak_gflops: float) -> dict:
     }
     diffs = [abs(a - b) for a, b in zip(p["train_loss"], q["train_loss"], strict=False)]
     out["max_train_loss_diff"] = max(diffs) if diffs else None
-    out["max_val_loss_diff"] = max(abs(p["val_loss"][k] - q["val_loss"][k]) for k in p["val_loss"] if k in q["val_loss"])
+    out["max_val_loss_diff"] = max(
+        abs(p["val_loss"][k] - q["val_loss"][k]) for k in p["val_loss"] if k in q["val_loss"]
+    )
     return out
 
 
 def print_report(console: Console, report: dict) -> None:
     """The comparison table."""
-    table = Table(title=f"lapidar bench: {report['spec']['model']} ({report['spec']['init']}), LoRA r{report['spec']['lora_r']}")
+    table = Table(
+        title=f"lapidar bench: {report['spec']['model']} ({report['spec']['init']}), LoRA r{report['spec']['lora_r']}"
+    )
     for col in ("stack", "trained tok/s", "peak RSS", "time to val loss", "MFU", "precision"):
         table.add_column(col, justify="right")
     for stack, s in report["stacks"].items():
@@ -522,7 +531,8 @@ def print_report(console: Console, report: dict) -> None:
     )
     console.print(table)
     console.print(
-        f"matmul peak (4096x4096 bf16): {report['matmul_peak_gflops']:.0f} GFLOP/s; target validation loss "
+        f"matmul peak (4096x4096): {report['matmul_peak_gflops']:.0f} GFLOP/s bf16, "
+        f"{report['matmul_peak_fp32_gflops']:.0f} GFLOP/s fp32 (MFU against the stack's precision); target validation loss "
         f"{report['target_val_loss']:.4f}; largest train-loss difference per step {report['max_train_loss_diff']:.4f}, "
         f"validation {report['max_val_loss_diff']:.4f}"
     )
@@ -538,7 +548,13 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
     spec.train_file, spec.val_file = str(train_file.resolve()), str(val_file.resolve())
     resolve_model(spec.model, spec.init)  # build once here, not inside a timed worker
     peak = matmul_peak("bfloat16")
-    console.print(f"matmul peak: {peak:.0f} GFLOP/s (bf16); load average {os.getloadavg()[0]:.2f}")
+    peak_fp32 = matmul_peak("float32")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    console.print(
+        f"matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32 (native bf16: {native_bf16}); "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     results = {}
     for stack in STACKS:
         console.print(f"running {stack} ...")
@@ -546,8 +562,10 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
     report = {
         "spec": asdict(spec),
         "matmul_peak_gflops": peak,
+        "matmul_peak_fp32_gflops": peak_fp32,
+        "cpu_native_bf16": native_bf16,
         "load_average": os.getloadavg(),
-        **compare(results, peak),
+        **compare(results, {"bf16": peak, "fp32": peak_fp32}),
         "raw": results,
     }
     write_json(output / "bench.json", report)

@@ -24,7 +24,16 @@ from lapidar.config import TrainConfig
 from lapidar.errors import UserError
 from lapidar.methods import get_method, resolve_targets
 from lapidar.training.hardware import Device, cpu_device, find_gpu, parse_memory, this_machine
-from lapidar.training.memory import GiB, MemoryEstimate, ModelShape, Plan, estimate_memory, flops_per_token
+from lapidar.training.memory import (
+    ATTENTION,
+    MLP,
+    GiB,
+    MemoryEstimate,
+    ModelShape,
+    Plan,
+    estimate_memory,
+    flops_per_token,
+)
 
 __all__ = [
     "EFFICIENCY",
@@ -38,6 +47,7 @@ __all__ = [
     "fixes",
     "model_shape",
     "plan_from_config",
+    "precision",
     "print_report",
     "verdict",
 ]
@@ -106,7 +116,7 @@ class Report:
             "seq_len": p.seq_len,
             "label_tokens": p.labels,
             "gradient_checkpointing": p.gradient_checkpointing,
-            "precision": "bf16 autocast" if p.bf16 else ("bf16" if p.weight_bytes == 2 else "fp32"),
+            "precision": precision(p),
             "quant": p.quant_bits,
             "gpus": p.gpus,
             "zero": p.zero,
@@ -116,7 +126,9 @@ class Report:
             "peak_phase": self.estimate.peak_phase,
             "breakdown_gib": {k: gib(v) for k, v in self.estimate.breakdown().items()},
             "verdict": self.verdict,
-            "fixes": [{"change": f.change, "peak_gib": gib(f.estimate.total), "verdict": f.verdict} for f in self.fixes],
+            "fixes": [
+                {"change": f.change, "peak_gib": gib(f.estimate.total), "verdict": f.verdict} for f in self.fixes
+            ],
             "data": None if self.stats is None else self.stats.__dict__,
             "tokens_per_s": self.tokens_per_s,
             "epoch_seconds": self.epoch_s,
@@ -148,12 +160,13 @@ def model_shape(spec: str, init: str = "pretrained") -> tuple[ModelShape, int]:
         preset = get_preset(spec)
     except UserError:
         # A directory that is not here yet (a config written for another machine): match its name to a preset.
-        preset = PRESETS.get(path.name.lower())
-        if preset is None:
+        found = PRESETS.get(path.name.lower())
+        if found is None:
             raise UserError(
                 f"cannot tell the shape of {spec!r}: not a preset (see `lapidar models`), not a model directory "
                 "with config.json; pass a preset name with the same architecture"
             ) from None
+        preset = found
     shape = ModelShape.from_preset(preset)
     random_init = preset.hub_id is None or init == "random"
     return shape, (4 if random_init and preset.n_params < 1e9 else 2)
@@ -229,10 +242,7 @@ def plan_from_config(
     """The memory plan of a training config on `device` (with the widths of `stats` when the data is known)."""
     shape, weight_bytes = model_shape(cfg.model, cfg.init)
     method = get_method(cfg.method)
-    if method.adapter:
-        targets = tuple(resolve_targets(cfg.target_modules))
-    else:
-        targets = ()
+    targets = tuple(resolve_targets(cfg.target_modules)) if method.adapter else ()
     if cfg.precision == "auto":
         bf16 = device.bf16 and (device.kind == "cuda" or shape.n_params >= 100_000_000)
     else:
@@ -276,70 +286,75 @@ def verdict(peak: float, capacity: float) -> str:
     return NO_FIT
 
 
-def _candidates(plan: Plan) -> list[tuple[str, Plan]]:
-    """Single changes, cheapest first: same result and a little slower, then less memory for some quality."""
-    out: list[tuple[str, Plan]] = []
-    if plan.batch_size > 1:
-        for b in (plan.batch_size // 2, 1):
-            if 1 <= b < plan.batch_size:
-                accum = plan.grad_accum * math.ceil(plan.batch_size / b)
-                labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * b / plan.batch_size)
-                out.append(
-                    (
-                        f"--batch-size {b} --grad-accum {accum} (same effective batch)",
-                        plan.with_(batch_size=b, grad_accum=accum, label_tokens=labels),
-                    )
-                )
+def _candidates(plan: Plan) -> list[tuple[str, str, Plan]]:
+    """(lever, change, plan) for single changes, cheapest first: the same training a little slower, then less
+    memory for some quality, then shorter rows, then more GPUs."""
+    out: list[tuple[str, str, Plan]] = []
+    for b in sorted({plan.batch_size // 2, 1}, reverse=True):
+        if 1 <= b < plan.batch_size:
+            accum = plan.grad_accum * math.ceil(plan.batch_size / b)
+            labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * b / plan.batch_size)
+            change = f"--batch-size {b} --grad-accum {accum} (same effective batch)"
+            out.append(("batch", change, plan.with_(batch_size=b, grad_accum=accum, label_tokens=labels)))
     if not plan.gradient_checkpointing:
-        out.append(("--gradient-checkpointing (~1/3 more compute)", plan.with_(gradient_checkpointing=True)))
+        out.append(("ckpt", "--gradient-checkpointing (~1/3 more compute)", plan.with_(gradient_checkpointing=True)))
     if plan.adapter and set(plan.targets) - {"q_proj", "v_proj"}:
-        out.append(
-            ("--target-modules q_proj,v_proj (fewer LoRA modules)", plan.with_(targets=("q_proj", "v_proj")))
-        )
+        change = "--target-modules q_proj,v_proj (fewer LoRA modules)"
+        out.append(("targets", change, plan.with_(targets=("q_proj", "v_proj"))))
     if plan.adapter and plan.quant_bits is None:
-        out.append(("--method qlora (4-bit base)", plan.with_(method="qlora", quant="4bit")))
+        out.append(("method", "--method qlora (4-bit base)", plan.with_(method="qlora", quant="4bit")))
     if plan.method in ("full", "galore", "freeze"):
-        out.append(("--method lora (adapter on a frozen base)", plan.with_(method="lora", optimizer="adamw")))
-        out.append(("--method qlora (adapter on a 4-bit base)", plan.with_(method="qlora", quant="4bit")))
+        all_linear = ATTENTION + MLP
+        lora = plan.with_(method="lora", optimizer="adamw", targets=all_linear)
+        out.append(("method", "--method lora (adapter on a frozen base)", lora))
+        out.append(("method", "--method qlora (adapter on a 4-bit base)", lora.with_(method="qlora", quant="4bit")))
     if plan.method == "full" and plan.optimizer == "adamw":
-        out.append(("--optimizer adamw-8bit", plan.with_(optimizer="adamw-8bit")))
+        out.append(("optimizer", "--optimizer adamw-8bit", plan.with_(optimizer="adamw-8bit")))
     for length in (plan.seq_len // 2, plan.seq_len // 4):
         if length >= 128:
             labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * length / plan.seq_len)
-            out.append(
-                (f"--max-length {length} (longer rows are cut)", plan.with_(seq_len=length, label_tokens=labels))
-            )
+            change = f"--max-length {length} (longer rows are cut)"
+            out.append(("length", change, plan.with_(seq_len=length, label_tokens=labels)))
     if plan.device == "cuda":
         for n in (2, 4, 8):
             if n > plan.gpus or (n == plan.gpus and plan.zero < 3):
-                out.append((f"--gpus {n} --zero 3 (weights, gradients and states sharded)", plan.with_(gpus=n, zero=3)))
+                change = f"--gpus {n} --zero 3 (weights, gradients and states sharded)"
+                out.append(("gpus", change, plan.with_(gpus=n, zero=3)))
     return out
 
 
 def fixes(plan: Plan, capacity: float, limit: int = 4) -> list[Fix]:
-    """The cheapest changes that make `plan` fit `capacity`: single changes first, then the cheapest combination."""
+    """The cheapest changes that make `plan` fit `capacity`: single changes in order of cost; when none is
+    enough, the cheapest combination (one change per lever, each lever taken at its first option that helps)."""
     found: list[Fix] = []
-    for change, candidate in _candidates(plan):
+    for _, change, candidate in _candidates(plan):
         est = estimate_memory(candidate)
-        v = verdict(est.total, capacity)
-        if v == FITS:
-            found.append(Fix(change, candidate, est, v))
-        if len(found) >= limit:
-            return found
+        if verdict(est.total, capacity) == FITS:
+            found.append(Fix(change, candidate, est, FITS))
+            if len(found) >= limit:
+                break
     if found:
         return found
-    # No single change is enough: apply them in order until the run fits.
-    current, steps = plan, []
-    for change, _ in _candidates(plan):
-        options = dict(_candidates(current))
-        if change not in options:
-            continue
-        current = options[change]
-        steps.append(change.split(" (")[0])
+    current, taken = plan, {}
+    while True:
+        options = [(lever, change, p) for lever, change, p in _candidates(current) if lever not in taken]
+        if not options:
+            return []
+        # The cheapest remaining lever, at the option that lowers the peak most.
+        lever = options[0][0]
+        same = [o for o in options if o[0] == lever]
+        _, change, current = min(same, key=lambda o: estimate_memory(o[2]).total)
+        taken[lever] = change.split(" (")[0]
         est = estimate_memory(current)
         if verdict(est.total, capacity) == FITS:
-            return [Fix(" + ".join(steps), current, est, FITS)]
-    return []
+            return [Fix(" + ".join(taken.values()), current, est, FITS)]
+
+
+def precision(plan: Plan) -> str:
+    """How training computes: bf16 autocast, bf16 weights, or fp32 (a 4/8-bit base computes in fp32 on CPU)."""
+    if plan.bf16:
+        return "bf16 autocast"
+    return "bf16" if plan.weight_bytes == 2 and plan.quant_bits is None else "fp32"
 
 
 # ---------------------------------------------------------------- time
@@ -445,10 +460,9 @@ def _duration(seconds: float) -> str:
 def print_report(console: Console, report: Report) -> None:
     """The estimate as tables: breakdown, verdict, fixes, time per epoch."""
     p, est = report.plan, report.estimate
-    precision = "bf16 autocast" if p.bf16 else ("bf16" if p.weight_bytes == 2 else "fp32")
     title = (
         f"{escape(report.model)} ({p.shape.n_params / 1e9:.2f}B) · {p.method} · batch {p.batch_size}x{p.grad_accum} · "
-        f"{p.seq_len} tokens · {precision}{' · checkpointing' if p.gradient_checkpointing else ''}"
+        f"{p.seq_len} tokens · {precision(p)}{' · checkpointing' if p.gradient_checkpointing else ''}"
         + (f" · {p.quant_bits}" if p.quant_bits else "")
         + (f" · {p.gpus} GPUs ZeRO-{p.zero}" if p.gpus > 1 else "")
     )

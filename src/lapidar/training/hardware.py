@@ -70,7 +70,13 @@ GPUS: dict[str, Device] = {
         _gpu("MI300X", 191.0, 1307.0, 163.4, "AMD (ROCm builds of PyTorch use the cuda device name)"),
     )
 }
-_ALIASES = {"A100": "A100 80GB", "H100": "H100 80GB", "V100": "V100 32GB", "A6000": "RTX A6000", "H100 SXM": "H100 80GB"}
+_ALIASES = {
+    "A100": "A100 80GB",
+    "H100": "H100 80GB",
+    "V100": "V100 32GB",
+    "A6000": "RTX A6000",
+    "H100 SXM": "H100 80GB",
+}
 
 
 def _key(name: str) -> str:

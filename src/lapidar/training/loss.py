@@ -35,7 +35,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """sum_i CE(h_i W^T, y_i) for h [N, H], W [V, H], y [N]; gradients are computed in the forward pass."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, dtype, chunk, need_h, need_w):  # type: ignore[override]
+    def forward(ctx, h, weight, targets, dtype, chunk, need_h, need_w):
         w = weight.to(dtype)  # [V, H]; a no-op unless autocast asks for bf16
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h) if need_h else None
@@ -67,7 +67,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         grad_h, grad_w = ctx.grads
         ctx.grads = None
         return (

@@ -29,16 +29,19 @@ from lapidar.training.loss import FUSED_CHUNK
 
 __all__ = [
     "ATTENTION",
-    "GiB",
     "MLP",
+    "GiB",
     "MemoryEstimate",
     "ModelShape",
     "Plan",
+    "activation_bytes",
     "estimate_memory",
     "flops_per_token",
     "layer_activation_bytes",
+    "logits_bytes",
     "lora_params",
     "trainable_params",
+    "weight_bytes",
 ]
 
 GiB = 2**30
@@ -49,12 +52,12 @@ FULL = ("full", "galore", "q-galore")
 
 # Resident memory of a CPU training process before the model: Python, torch, transformers, peft, the Qwen2.5
 # tokenizer, the loop's bookkeeping (measured: 0.53-0.60 GiB on Linux, torch 2.13).
-CPU_BASELINE = 560 * 2**20
+CPU_BASELINE = 600 * 2**20
 # On GPU: the CUDA context and kernels outside PyTorch's allocator, plus allocator slack.
 GPU_CONTEXT = int(0.75 * GiB)
 GPU_SLACK = 0.05
 # glibc keeps freed activation memory mapped between steps (heap fragmentation); measured on CPU runs.
-CPU_ALLOCATOR_SLACK = 0.10
+CPU_ALLOCATOR_SLACK = 0.55
 BYTES_PER_DATA_TOKEN = 120  # tokenised rows held as Python lists (input ids + labels) plus the examples' text
 
 
@@ -265,47 +268,42 @@ def _head_trains(plan: Plan) -> bool:
     if plan.method in FULL:
         return True
     if plan.method == "freeze":
-        return bool({"lm_head"} & set(plan.freeze_extra)) or (
-            plan.shape.tied and "embed_tokens" in plan.freeze_extra
-        )
+        return bool({"lm_head"} & set(plan.freeze_extra)) or (plan.shape.tied and "embed_tokens" in plan.freeze_extra)
     return False
 
 
-def _weight_bytes(plan: Plan) -> tuple[float, float]:
-    """(all base weights in bytes, bytes per parameter of the decoder's linear layers)."""
+def weight_bytes(plan: Plan) -> float:
+    """Bytes of the base model's weights as lapidar holds them during training (one full copy)."""
     s = plan.shape
+    if plan.quant_bits is None:
+        return s.n_params * plan.weight_bytes
     linear = s.layers * s.layer_linear_params
-    rest = s.n_params - linear
-    bits = plan.quant_bits
-    if bits is None:
-        return s.n_params * plan.weight_bytes, plan.weight_bytes
     # NF4 + double quantisation: 4 bits + ~0.13 bits of block scales; int8: 1 byte + an fp32 scale per row.
-    per = 0.516 if bits == "4bit" else 1.0 + 4 / s.hidden
-    # peft's prepare_model_for_kbit_training upcasts every non-quantised weight to fp32.
-    return linear * per + rest * 4, per
+    per = 0.516 if plan.quant_bits == "4bit" else 1.0 + 4 / s.hidden
+    # peft's prepare_model_for_kbit_training upcasts every weight it does not quantise to fp32.
+    return linear * per + (s.n_params - linear) * 4
 
 
 def _optimizer_bytes(plan: Plan, n_train: int, param_bytes: int) -> float:
-    opt = "galore" if plan.method in ("galore", "q-galore") else plan.optimizer
-    if opt in ("adamw", "galore") and plan.method not in ("galore", "q-galore"):
-        return 2 * n_train * param_bytes
-    if opt == "adamw-8bit":
-        return 2 * n_train * 1.0 + n_train / 2048 * 8
-    if opt == "lion":
-        return n_train * param_bytes
-    if opt == "adafactor":
-        return n_train * param_bytes * 0.02  # factored second moment: rows + columns per matrix
-    # GaLore: Adam states of the projected [max(m, n), rank] gradient, plus the projector, for the 2-D decoder
-    # weights; plain AdamW states for everything else (embeddings, norms, biases).
-    s = plan.shape
-    projected = 0.0
-    for m in ATTENTION + MLP:
-        a, b = s.module_dims(m)
-        r = min(plan.galore_rank, a, b)
-        projected += 2 * max(a, b) * r + min(a, b) * r
-    state_bytes = 1.0 if plan.method == "q-galore" else param_bytes
-    rest = s.n_params - s.layers * s.layer_linear_params
-    return s.layers * projected * param_bytes + 2 * rest * state_bytes
+    """Optimiser state. torch's AdamW keeps two states in the parameter's dtype."""
+    if plan.method in ("galore", "q-galore"):
+        # GaLore: Adam states of the projected [max(m, n), rank] gradient plus the [min(m, n), rank] projector for
+        # the decoder's 2-D weights; plain AdamW states for everything else (embeddings, norms, biases).
+        s = plan.shape
+        projected = 0
+        for m in ATTENTION + MLP:
+            a, b = s.module_dims(m)
+            r = min(plan.galore_rank, a, b)
+            projected += 2 * max(a, b) * r + min(a, b) * r
+        rest = s.n_params - s.layers * s.layer_linear_params
+        return s.layers * projected * param_bytes + 2 * rest * (1 if plan.method == "q-galore" else param_bytes)
+    per_param = {
+        "adamw": 2 * param_bytes,
+        "adamw-8bit": 2 + 8 / 2048,  # two int8 states + fp32 block scales
+        "lion": param_bytes,
+        "adafactor": 0.02 * param_bytes,  # factored second moment: one row and one column per matrix
+    }.get(plan.optimizer, 2 * param_bytes)
+    return n_train * per_param
 
 
 # ---------------------------------------------------------------- activations
@@ -319,7 +317,7 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     that only passes gradients down keeps 24h + 12i (16h + 6i). LoRA adds what its modules keep: with dropout
     each targeted module saves its dropped-out input (fp32); without dropout the shared inputs.
     """
-    s, h, i = plan.shape, plan.shape.hidden, plan.shape.intermediate
+    h, i = plan.shape.hidden, plan.shape.intermediate
     autocast_fp32_weights = plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None
     targets = set(plan.targets) if plan.adapter else set()
     if autocast_fp32_weights:
@@ -343,12 +341,10 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     if plan.quant_bits is not None:
         # bitsandbytes' matmul keeps each linear input for the backward pass (fp32 compute).
         extra += 8 * h + 4 * i
-    per = base + extra
     if plan.weight_bytes == 2 and plan.quant_bits is None:
         # bf16 weights: the residual stream and saved tensors are bf16; RMSNorm still keeps fp32 copies.
-        per = (base + extra) / 2 + 8 * h
-    del s
-    return per
+        return (base + extra) / 2 + 8 * h
+    return base + extra
 
 
 def _grad_path_layers(plan: Plan) -> tuple[int, int]:
@@ -363,8 +359,8 @@ def _grad_path_layers(plan: Plan) -> tuple[int, int]:
     return n, 0
 
 
-def _activation_bytes(plan: Plan) -> tuple[float, float]:
-    """(activations saved at the end of the forward pass, extra buffers at the start of the backward pass)."""
+def activation_bytes(plan: Plan) -> tuple[float, float]:
+    """(bytes saved for the backward pass by the widest micro-batch, extra buffers at the start of backward)."""
     s, tokens = plan.shape, plan.tokens
     act = 2 if (plan.weight_bytes == 2 and plan.quant_bits is None) or plan.bf16 else 4
     trainable, passing = _grad_path_layers(plan)
@@ -375,22 +371,27 @@ def _activation_bytes(plan: Plan) -> tuple[float, float]:
         saved = len(per_layer) * tokens * s.hidden * resid + tokens * max(per_layer)
     else:
         saved = tokens * sum(per_layer)
+    if plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None:
+        # Autocast's bf16 copy of each linear weight is saved for the backward pass of every layer on the path.
+        saved += len(per_layer) * s.layer_linear_params * 2
     # Outside the layers: final norm, the gathered label rows and their gradient, the 4-D attention mask.
     saved += tokens * s.hidden * resid * 2 + plan.labels * s.hidden * resid * 2
     saved += plan.batch_size * plan.seq_len**2 * act
     # The top layer's backward makes gradient buffers for its MLP and attention inputs.
-    backward = tokens * (3 * s.intermediate + 4 * s.hidden) * act
+    backward = tokens * (3 * s.intermediate + 4 * s.hidden) * act if per_layer else 0.0
     return saved, backward
 
 
-def _logits_bytes(plan: Plan) -> float:
+def logits_bytes(plan: Plan) -> float:
+    """The fused loss's live buffers: one [chunk, V] fp32 block of logits (softmax, then its gradient, in place),
+    its bf16 twin when the projection runs in bf16, and a bf16 copy of an fp32 head weight under autocast."""
     s = plan.shape
     chunk = min(FUSED_CHUNK, plan.labels)
     compute_bf16 = plan.bf16 or (plan.weight_bytes == 2 and plan.quant_bits is None)
     head_bytes = 4 if plan.quant_bits is not None else plan.weight_bytes
     out = chunk * s.vocab * (6 if compute_bf16 else 4)
     if compute_bf16 and head_bytes == 4:
-        out += s.embedding_params * 2  # bf16 copy of the head weight for the projection
+        out += s.embedding_params * 2
     return out
 
 
@@ -398,12 +399,21 @@ def _logits_bytes(plan: Plan) -> float:
 
 
 def estimate_memory(plan: Plan) -> MemoryEstimate:
-    """Peak memory of one process of `plan`, and its breakdown."""
+    """Peak memory of one process of `plan`, and its breakdown at the peak.
+
+    The peak is the largest of three moments of a training step, on top of what lives throughout (weights,
+    adapters, optimiser states, the process baseline):
+    the end of the forward pass (saved activations + the loss's logits buffer), the start of the backward pass
+    (saved activations + the first gradient buffers), and the optimiser step (gradients + the optimiser's
+    temporaries). Gradients from earlier micro-batches are alive during the next ones (grad_accum > 1); on CPU the
+    heap pages of freed gradients stay resident, so they count in every moment there.
+    """
     s = plan.shape
     notes: list[str] = []
+    cpu = plan.device == "cpu"
     n_gpus = max(plan.gpus, 1)
     zero = plan.zero if n_gpus > 1 else 0
-    weights, _ = _weight_bytes(plan)
+    weights = weight_bytes(plan)
     n_train = trainable_params(plan)
     if plan.adapter:
         trainable, param_bytes = n_train * 4.0, 4
@@ -411,50 +421,43 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         trainable, param_bytes = 0.0, (4 if plan.quant_bits else plan.weight_bytes)
     grads = float(n_train * param_bytes)
     states = float(_optimizer_bytes(plan, n_train, param_bytes))
-    # The optimiser step's temporaries: on CPU torch's AdamW works one tensor at a time (~2 x the largest
-    # parameter); on GPU the foreach kernels copy all states at once (~1 x the trainable bytes).
-    largest = s.embedding_params if not plan.adapter and plan.method != "freeze" else s.layer_linear_params / 7
-    step_temp = 2 * largest * param_bytes if plan.device == "cpu" else grads
+    # Optimiser temporaries: torch's AdamW runs one tensor at a time on CPU (sqrt and division of the largest
+    # state: 2 x its size); on GPU the foreach kernels copy every state at once (1 x the trainable bytes).
     if plan.adapter:
-        step_temp = 2 * grads if plan.device == "cpu" else grads
+        largest = max(s.module_dims(m)[0] * plan.lora_r for m in plan.targets) if plan.targets else 0
+    elif plan.method == "freeze" and not {"lm_head", "embed_tokens"} & set(plan.freeze_extra):
+        largest = s.hidden * s.intermediate
+    else:
+        largest = s.embedding_params
+    step_temp = 2.0 * largest * param_bytes if cpu else grads
     if zero >= 2:
         grads, states, step_temp = grads / n_gpus, states / n_gpus, step_temp / n_gpus
     if zero >= 3:
-        gathered = 2 * s.layer_params * (plan.weight_bytes if plan.quant_bits is None else 1)
-        weights = weights / n_gpus + gathered
-        notes.append("ZeRO-3: weights sharded, two layers gathered at a time")
-    saved, backward = _activation_bytes(plan)
-    logits = _logits_bytes(plan)
-    if plan.device == "cpu":
+        weights = weights / n_gpus + 2 * s.layer_params * (plan.weight_bytes if plan.quant_bits is None else 1)
+        notes.append("ZeRO-3: weights sharded over the GPUs, two layers gathered at a time")
+    saved, backward = activation_bytes(plan)
+    if cpu:
+        # glibc serves activation-sized blocks from its heap and keeps the pages of freed temporaries.
         saved *= 1 + CPU_ALLOCATOR_SLACK
-    # Gradients already accumulated are alive during the forward pass of the next micro-batch.
-    grads_in_forward = grads if plan.grad_accum > 1 else 0.0
+    logits = logits_bytes(plan)
+    # A trainable lm_head gets its fp32 gradient during the forward pass (the fused loss computes it there).
     head_grad = s.embedding_params * 4.0 if _head_trains(plan) else 0.0
+    resident_grads = grads if (plan.grad_accum > 1 or (cpu and not plan.adapter)) else 0.0
     phases = {
-        "forward (loss)": saved + logits + grads_in_forward + (head_grad if plan.grad_accum == 1 else 0.0),
-        "backward": saved + backward + max(grads_in_forward, head_grad),
-        "optimizer step": grads + step_temp,
+        "forward (loss)": (resident_grads or head_grad, saved, logits, 0.0),
+        "backward": (max(resident_grads, head_grad), saved + backward, 0.0, 0.0),
+        "optimizer step": (grads, 0.0, 0.0, step_temp),
     }
-    phase = max(phases, key=lambda k: phases[k])
-    peak_dynamic = phases[phase]
-    # Present the dynamic peak as its parts: gradients and activations/logits as they stand in that phase.
-    if phase == "optimizer step":
-        g, a, lg, extra = grads, 0.0, 0.0, step_temp
-    elif phase == "backward":
-        g, a, lg, extra = max(grads_in_forward, head_grad), saved + backward, 0.0, 0.0
-    else:
-        g = grads_in_forward + (head_grad if plan.grad_accum == 1 else 0.0)
-        a, lg, extra = saved, logits, 0.0
-    del peak_dynamic
-    if plan.device == "cpu":
-        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + extra
+    phase = max(phases, key=lambda k: sum(phases[k]))
+    g, a, lg, temp = phases[phase]
+    if cpu:
+        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + temp
         if plan.quant_bits is not None:
             # Quantising reads every fp32 weight of the mmapped checkpoint; those pages stay resident.
             overhead += s.layers * s.layer_linear_params * plan.weight_bytes
             notes.append("CPU: the checkpoint pages read while quantising stay in resident memory")
     else:
-        body = weights + trainable + states + g + a + lg + extra
-        overhead = GPU_CONTEXT + GPU_SLACK * body + extra
+        overhead = GPU_CONTEXT + GPU_SLACK * (weights + trainable + states + g + a + lg) + temp
     return MemoryEstimate(
         weights=weights,
         trainable=trainable,

@@ -1,0 +1,144 @@
+"""`lapidar estimate`: the memory model agrees with what people report for well-known setups, and its parts move
+the way they should."""
+
+from __future__ import annotations
+
+import pytest
+
+from lapidar.config import TrainConfig
+from lapidar.errors import UserError
+from lapidar.models.presets import get_preset
+from lapidar.recipes.estimate import NO_FIT, estimate, fixes, verdict
+from lapidar.training.hardware import GPUS, find_gpu, parse_memory
+from lapidar.training.memory import GiB, ModelShape, Plan, estimate_memory, logits_bytes, lora_params
+
+
+def _run(device: str, gpus: int = 1, zero: int = 0, **fields) -> str:
+    return estimate(TrainConfig(**fields), device=device, gpus=gpus, zero=zero, probe=False).verdict
+
+
+# ---------------------------------------------------------------- classic verdicts
+
+
+def test_7b_qlora_fits_a_16gb_t4():
+    # The QLoRA paper's and the usual Colab setup: 4-bit base, checkpointing, one row of 1024 tokens.
+    fields = {"model": "qwen2.5-7b-instruct", "method": "qlora", "batch_size": 1, "max_length": 1024}
+    assert _run("T4", gradient_checkpointing=True, **fields) == "fits"
+
+
+def test_7b_full_fine_tune_does_not_fit_a_24gb_4090():
+    assert _run("RTX 4090", model="qwen2.5-7b-instruct", method="full") == NO_FIT
+    # Not even with the smallest batch and checkpointing: weights + gradients + AdamW states alone exceed 24 GB.
+    assert (
+        _run("RTX 4090", model="qwen2.5-7b-instruct", method="full", batch_size=1, max_length=512,
+             gradient_checkpointing=True)
+        == NO_FIT
+    )  # fmt: skip
+
+
+def test_72b_lora_bf16_fits_8x80gb_with_zero3():
+    fields = {"model": "qwen2.5-72b-instruct", "method": "lora", "batch_size": 1, "max_length": 2048}
+    assert _run("H100 80GB", gpus=8, zero=3, gradient_checkpointing=True, **fields) == "fits"
+
+
+def test_72b_lora_does_not_fit_one_80gb_gpu():
+    fields = {"model": "qwen2.5-72b-instruct", "method": "lora", "batch_size": 1, "max_length": 512}
+    assert _run("A100 80GB", gradient_checkpointing=True, **fields) == NO_FIT
+
+
+# ---------------------------------------------------------------- the model's parts
+
+
+def _plan(**changes) -> Plan:
+    return Plan(shape=ModelShape.from_preset(get_preset("qwen2.5-7b-instruct")), **changes)
+
+
+def test_shape_counts_parameters_like_the_presets():
+    for name in ("tiny-qwen2.5", "qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-72b"):
+        preset = get_preset(name)
+        assert ModelShape.from_preset(preset).n_params == preset.n_params
+
+
+def test_lora_params_of_7b_all_linear_r16():
+    # peft reports 40,370,176 trainable parameters for Qwen2.5-7B, r=16 on all seven projections.
+    shape = ModelShape.from_preset(get_preset("qwen2.5-7b"))
+    assert lora_params(shape, 16, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")) == (
+        40_370_176
+    )
+
+
+def test_levers_lower_the_peak():
+    base = estimate_memory(_plan(method="lora", batch_size=4, seq_len=2048)).total
+    assert estimate_memory(_plan(method="lora", batch_size=4, seq_len=2048, gradient_checkpointing=True)).total < base
+    assert estimate_memory(_plan(method="lora", batch_size=1, seq_len=2048, grad_accum=4)).total < base
+    assert estimate_memory(_plan(method="qlora", batch_size=4, seq_len=2048)).weights < 0.6 * (
+        estimate_memory(_plan(method="lora", batch_size=4, seq_len=2048)).weights
+    )
+    assert estimate_memory(_plan(method="lora", batch_size=4, seq_len=1024)).total < base
+
+
+def test_full_fine_tune_needs_weights_gradients_and_two_adam_states():
+    est = estimate_memory(_plan(method="full", batch_size=1, seq_len=256, gradient_checkpointing=True))
+    n = est.trainable_params
+    assert est.optimizer == pytest.approx(2 * n * 2)  # bf16 parameters: torch keeps AdamW states in bf16
+    assert est.weights == pytest.approx(n * 2)
+    assert est.total > 4 * n * 2
+
+
+def test_zero3_shards_weights_over_gpus():
+    one = estimate_memory(_plan(method="full", batch_size=1, seq_len=512, gradient_checkpointing=True))
+    eight = estimate_memory(
+        _plan(method="full", batch_size=1, seq_len=512, gradient_checkpointing=True, gpus=8, zero=3)
+    )
+    assert eight.weights < one.weights / 4
+    assert eight.optimizer == pytest.approx(one.optimizer / 8)
+
+
+def test_logits_memory_is_one_chunk_of_label_positions():
+    # The fused loss keeps one [512, V] fp32 buffer however long the rows are (plus bf16 copies under autocast).
+    short = logits_bytes(_plan(method="lora", batch_size=1, seq_len=256, bf16=False, weight_bytes=4))
+    long = logits_bytes(_plan(method="lora", batch_size=8, seq_len=4096, bf16=False, weight_bytes=4))
+    assert short == 256 * 152064 * 4
+    assert long == 512 * 152064 * 4
+
+
+def test_fixes_fit_and_say_what_to_change():
+    plan = _plan(method="lora", batch_size=8, seq_len=4096, device="cuda")
+    found = fixes(plan, 24 * GiB)
+    assert found
+    for fix in found:
+        assert fix.estimate.total <= 24 * GiB
+        assert fix.change.startswith("--")
+
+
+def test_verdict_band():
+    assert verdict(80, 100) == "fits"
+    assert verdict(100, 100) == "tight"
+    assert verdict(120, 100) == NO_FIT
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_gpu_table_and_lookup():
+    for name in ("T4", "RTX 3090", "RTX 4090", "L4", "A10", "A100 40GB", "A100 80GB", "H100 80GB", "H200"):
+        assert name in GPUS
+    assert find_gpu("rtx4090").name == "RTX 4090"
+    assert find_gpu("NVIDIA A100-80GB").name == "A100 80GB"
+    assert find_gpu("h100").memory > 79 * GiB
+    assert not find_gpu("T4").bf16
+    with pytest.raises(UserError, match="known:"):
+        find_gpu("Voodoo 5")
+
+
+def test_parse_memory():
+    assert parse_memory("24GB") == 24 * GiB
+    assert parse_memory("80 GiB") == 80 * GiB
+    assert parse_memory("16000MB") == 16000 * 2**20
+    with pytest.raises(UserError):
+        parse_memory("lots")
+
+
+def test_a_named_preset_directory_that_is_not_here_uses_the_preset_shape():
+    report = estimate(TrainConfig(model="/models/Qwen2.5-7B-Instruct", method="qlora"), device="A100 80GB", probe=False)
+    assert report.plan.shape.hidden == 3584
