@@ -79,6 +79,9 @@ def train(
     eval_metrics: Annotated[str | None, typer.Option(help="Comma-separated metrics for --eval-every.")] = None,
     report_to: Annotated[str | None, typer.Option(help="wandb and/or mlflow (comma-separated); offline works.")] = None,
     keep_checkpoints: Annotated[int | None, typer.Option(help="Periodic checkpoints kept.")] = None,
+    force: Annotated[
+        bool | None, typer.Option("--force", help="Train even if the memory estimate says it cannot fit.")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run directory from its last checkpoint (other flags ignored).")
     ] = None,

@@ -95,6 +95,7 @@ class TrainConfig(BaseModel):
     )
     eval_metrics: list[str] | None = Field(None, description="Metrics for eval_every (default: by answer shape).")
     eval_rows: int = Field(32, ge=1, description="Validation rows used by eval_every.")
+    force: bool = Field(False, description="Train even when the memory estimate says the run cannot fit.")
     report_to: str | None = Field(None, description="Also log to wandb and/or mlflow (comma-separated); offline works.")
 
     @field_validator("target_modules", "freeze_extra_modules", "eval_metrics", mode="before")

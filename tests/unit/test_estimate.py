@@ -142,3 +142,18 @@ def test_parse_memory():
 def test_a_named_preset_directory_that_is_not_here_uses_the_preset_shape():
     report = estimate(TrainConfig(model="/models/Qwen2.5-7B-Instruct", method="qlora"), device="A100 80GB", probe=False)
     assert report.plan.shape.hidden == 3584
+
+
+# ---------------------------------------------------------------- the check before training
+
+
+def test_check_fits_refuses_a_run_that_clearly_cannot_fit_here():
+    from rich.console import Console
+
+    from lapidar.recipes.estimate import check_fits
+
+    console = Console(record=True, width=200)
+    with pytest.raises(UserError, match=r"needs about .* --force"):
+        check_fits(TrainConfig(model="qwen2.5-72b-instruct", method="full"), console)
+    check_fits(TrainConfig(model="tiny-qwen2.5", max_length=128, batch_size=1), console)
+    assert "fits" in console.export_text()

@@ -342,12 +342,28 @@ def fixes(plan: Plan, capacity: float, limit: int = 4) -> list[Fix]:
             return []
         # The cheapest remaining lever, at the option that lowers the peak most.
         lever = options[0][0]
-        same = [o for o in options if o[0] == lever]
-        _, change, current = min(same, key=lambda o: estimate_memory(o[2]).total)
-        taken[lever] = change.split(" (")[0]
-        est = estimate_memory(current)
-        if verdict(est.total, capacity) == FITS:
-            return [Fix(" + ".join(taken.values()), current, est, FITS)]
+        _, change, current = min((o for o in options if o[0] == lever), key=lambda o: estimate_memory(o[2]).total)
+        taken[lever] = change
+        if verdict(estimate_memory(current).total, capacity) == FITS:
+            break
+    # Drop the levers the combination does not need (an early cheap one can be made moot by a later one).
+    changes = list(taken.values())
+    for change in list(changes):
+        trial = _apply(plan, [c for c in changes if c != change])
+        if trial is not None and verdict(estimate_memory(trial).total, capacity) == FITS:
+            changes.remove(change)
+    final = _apply(plan, changes) or current
+    text = " + ".join(c.split(" (")[0] for c in changes)
+    return [Fix(text, final, estimate_memory(final), FITS)]
+
+
+def _apply(plan: Plan, changes: list[str]) -> Plan | None:
+    for change in changes:
+        options = {c: p for _, c, p in _candidates(plan)}
+        if change not in options:
+            return None
+        plan = options[change]
+    return plan
 
 
 def precision(plan: Plan) -> str:

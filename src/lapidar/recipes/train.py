@@ -610,12 +610,16 @@ def main(cfg: TrainConfig, console: Console | None = None, resume: Path | None =
             raise UserError(f"{resume} has no complete checkpoint to resume from (checkpoints/step-*/{STATE_FILE})")
     torch.manual_seed(cfg.seed)
     run = setup(cfg, console, resume=resume is not None)
+    # Refuse (before any weights load) a run that clearly cannot fit this machine; --force overrides.
+    from lapidar.recipes.estimate import check_fits
+
+    check_fits(cfg, console, run.train or None)
     model = load_prepared_model(run)
     if run.objective in ("dpo", "kto"):
-        if resume is not None:
-            raise UserError("--resume is not supported for dpo/kto runs yet; start the run again")
         from lapidar.recipes.preference import fit_preference
 
+        if resume is not None:
+            raise UserError("--resume is not supported for dpo/kto runs yet; start the run again")
         summary = fit_preference(run, model, console)
     else:
         summary = fit(run, model, console, resume_from=checkpoint)
