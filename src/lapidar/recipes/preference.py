@@ -503,10 +503,7 @@ def fit_preference(run: RunData, model, console: Console) -> dict:
                     if val_rows and (step % cfg.eval_steps == 0 or step == total_steps):
                         run_eval()
                     if stopper.should_stop:
-                        stop_reason = (
-                            f"early stopping: validation loss did not improve for {stopper.patience} "
-                            f"evaluations after step {stopper.best_step}"
-                        )
+                        stop_reason = stopper.reason
                         break
                     if step >= total_steps:
                         break

@@ -497,10 +497,7 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
                     if step % save_every == 0 or step == total_steps:
                         _save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
                     if stopper.should_stop:
-                        stop_reason = (
-                            f"early stopping: validation loss did not improve for {stopper.patience} "
-                            f"evaluations after step {stopper.best_step}"
-                        )
+                        stop_reason = stopper.reason
                         break
                     if step >= total_steps:
                         break

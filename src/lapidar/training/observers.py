@@ -34,6 +34,14 @@ class EarlyStopping:
         """True once `patience` evaluations in a row failed to improve."""
         return bool(self.patience) and self.bad_evals >= (self.patience or 0)
 
+    @property
+    def reason(self) -> str:
+        """Why the run stopped, for summary.json and the diagnosis."""
+        return (
+            f"early stopping: validation loss did not improve for {self.patience} evaluations after step "
+            f"{self.best_step}"
+        )
+
 
 class MetricsLog:
     """Append one JSON object per record to metrics.jsonl and mirror scalars to TensorBoard."""
