@@ -157,3 +157,41 @@ def test_check_fits_refuses_a_run_that_clearly_cannot_fit_here():
         check_fits(TrainConfig(model="qwen2.5-72b-instruct", method="full"), console)
     check_fits(TrainConfig(model="tiny-qwen2.5", max_length=128, batch_size=1), console)
     assert "fits" in console.export_text()
+
+
+def test_estimate_command_prints_json():
+    import json
+
+    from typer.testing import CliRunner
+
+    from lapidar.cli import app
+
+    args = ["estimate", "--model", "qwen2.5-7b-instruct", "--method", "qlora", "--device", "T4", "--batch-size", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-length", "1024", "--gradient-checkpointing", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["verdict"] == "fits"
+    assert set(report["breakdown_gib"]) == {
+        "weights",
+        "trainable parameters",
+        "gradients",
+        "optimizer states",
+        "activations",
+        "logits / loss",
+        "framework overhead",
+    }
+    assert report["quant"] == "4bit" and report["precision"] == "fp32"  # T4: no bf16
+
+
+def test_flops_per_token_follow_the_6n_and_4n_rules():
+    from lapidar.training.memory import flops_per_token
+
+    plan = _plan(seq_len=128, bf16=True)
+    n = plan.shape.n_params
+    # The input embedding is a lookup (no FLOPs), hence a little under 6N and 4N.
+    assert 5.2 * n < flops_per_token(plan.with_(method="full")) < 6.2 * n  # forward 2N, backward 4N
+    lora = flops_per_token(plan.with_(method="lora"))
+    assert 3.5 * n < lora < 4.2 * n  # frozen weights: no weight gradients
+    assert flops_per_token(plan.with_(method="lora", gradient_checkpointing=True)) > 1.2 * lora
+    # Only label positions reach the lm_head.
+    assert flops_per_token(plan.with_(method="lora"), label_fraction=0.5) < lora

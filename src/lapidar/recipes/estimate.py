@@ -421,8 +421,13 @@ def estimate(
     zero: int = 0,
     stats: DataStats | None = None,
     probe: bool = True,
+    read_data: bool = True,
 ) -> Report:
-    """Estimate `cfg` on a named device (or `memory` bytes, or this machine); data statistics from `cfg.data`."""
+    """Estimate `cfg` on a named device (or `memory` bytes, or this machine).
+
+    The data's widths come from `stats`, else from tokenising `cfg.data` (unless `read_data` is False); without
+    either the estimate assumes full-length rows.
+    """
     if zero not in (0, 2, 3):
         raise UserError(f"--zero {zero}: use 2 or 3 (or leave it out for plain data parallel)")
     if gpus < 1:
@@ -431,7 +436,7 @@ def estimate(
     if dev.kind == "cpu" and gpus > 1:
         raise UserError("--gpus needs a GPU: name one with --device (e.g. --device 'A100 80GB')")
     notes: list[str] = []
-    if stats is None and cfg.data:
+    if stats is None and cfg.data and read_data:
         stats = _load_stats(cfg)
     if stats is None:
         notes.append(
@@ -519,12 +524,13 @@ def print_report(console: Console, report: Report) -> None:
 def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> None:
     """Print the memory estimate of `cfg` on this machine; raise UserError when it clearly cannot fit.
 
-    `data` is the tokenised training rows (`RunData.train`) when they are at hand; without them the estimate
-    assumes full-length rows. `cfg.force` (when the config has it) turns the refusal into a warning.
+    For the sft and pretrain objectives. `data` is the tokenised training rows (`Encoded`, as `setup` builds them);
+    without them the estimate assumes full-length rows. "Clearly" means above the capacity by more than the
+    estimate's error (15%). `cfg.force` (when the config has it) turns the refusal into a warning.
     """
     try:
         stats = data_stats(data, cfg.batch_size, cfg.seed) if data else None
-        report = estimate(cfg, stats=stats, probe=False)
+        report = estimate(cfg, stats=stats, probe=False, read_data=False)
     except UserError as e:
         console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")
         return

@@ -124,7 +124,7 @@ def _cpu_flags() -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def matmul_gflops(bf16: bool, n: int = 1024, seconds: float = 0.5) -> float:
+def matmul_gflops(bf16: bool, n: int = 2048, seconds: float = 0.5) -> float:
     """Best GFLOP/s of an `n x n` CPU matmul within `seconds` (bf16 or fp32), in this process's threads."""
     import torch
 

@@ -97,7 +97,9 @@ def linear_cross_entropy(h: torch.Tensor, head: torch.nn.Linear, targets: torch.
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Return (summed token loss, number of label tokens) for a batch of input_ids/attention_mask/labels [B, T]."""
     decoder, head = decoder_and_head(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    # use_cache=False: Qwen2's config asks for a KV cache, which training would fill and never read.
+    out = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    hidden = out.last_hidden_state
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
     h = hidden[:, :-1][keep]  # [N, H], N = label tokens in the batch

@@ -321,7 +321,9 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     each targeted module saves its dropped-out input (fp32); without dropout the shared inputs.
     """
     h, i = plan.shape.hidden, plan.shape.intermediate
-    autocast_fp32_weights = plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None
+    # Under autocast with fp32 weights (or a quantised base, whose other weights peft upcasts to fp32) the saved
+    # tensors are a mix of bf16 casts and fp32 norms; with bf16 weights everything is bf16.
+    autocast_fp32_weights = plan.bf16 and (plan.weight_bytes == 4 or plan.quant_bits is not None)
     targets = set(plan.targets) if plan.adapter else set()
     if autocast_fp32_weights:
         base = 34 * h + 8 * i if trainable_layer else 16 * h + 6 * i
@@ -342,8 +344,8 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
             extra += drop_down * ("down_proj" in targets)
         extra += 4 * plan.lora_r * len(targets)
     if plan.quant_bits is not None:
-        # bitsandbytes' matmul keeps each linear input for the backward pass (fp32 compute).
-        extra += 8 * h + 4 * i
+        # bitsandbytes' matmul keeps its own copies of the linear inputs (and outputs) for the backward pass.
+        extra += 16 * h + 8 * i
     if plan.weight_bytes == 2 and plan.quant_bits is None:
         # bf16 weights: the residual stream and saved tensors are bf16; RMSNorm still keeps fp32 copies.
         return (base + extra) / 2 + 8 * h
@@ -386,8 +388,12 @@ def activation_bytes(plan: Plan) -> tuple[float, float]:
 
 
 def cpu_heap_retention(plan: Plan) -> float:
-    """Resident memory glibc keeps from freed activation temporaries on CPU (see CPU_HEAP_RETENTION)."""
-    full = activation_bytes(plan.with_(gradient_checkpointing=False))[0]
+    """Resident memory glibc keeps from freed activation temporaries on CPU (see CPU_HEAP_RETENTION): a function
+    of the per-token activations a non-checkpointed step saves (weight copies excluded)."""
+    trainable, passing = _grad_path_layers(plan)
+    full = plan.tokens * (
+        trainable * layer_activation_bytes(plan, True) + passing * layer_activation_bytes(plan, False)
+    )
     steep, slope, level = CPU_HEAP_RETENTION
     return min(steep * full, slope * full + level)
 
@@ -446,8 +452,6 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
         weights = weights / n_gpus + 2 * s.layer_params * (plan.weight_bytes if plan.quant_bits is None else 1)
         notes.append("ZeRO-3: weights sharded over the GPUs, two layers gathered at a time")
     saved, backward = activation_bytes(plan)
-    if cpu:
-        saved += cpu_heap_retention(plan)
     logits = logits_bytes(plan)
     # A trainable lm_head gets its fp32 gradient during the forward pass (the fused loss computes it there).
     head_grad = s.embedding_params * 4.0 if _head_trains(plan) else 0.0
@@ -460,10 +464,13 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     phase = max(phases, key=lambda k: sum(phases[k]))
     g, a, lg, temp = phases[phase]
     if cpu:
-        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + temp
+        # The heap pages glibc keeps stay resident through every moment of the step, the optimiser's included.
+        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + temp + cpu_heap_retention(plan)
         if plan.quant_bits is not None:
-            # Quantising reads every fp32 weight of the mmapped checkpoint; those pages stay resident.
-            overhead += s.layers * s.layer_linear_params * plan.weight_bytes
+            # Quantising reads every weight of the mmapped checkpoint (those pages stay resident), and the weights
+            # dequantised to fp32 at every matmul leave about a third of their size in glibc's heap.
+            linear = s.layers * s.layer_linear_params
+            overhead += linear * plan.weight_bytes + linear * 4 / 3
             notes.append("CPU: the checkpoint pages read while quantising stay in resident memory")
     else:
         overhead = GPU_CONTEXT + GPU_SLACK * (weights + trainable + states + g + a + lg) + temp
@@ -485,21 +492,22 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
 
 
 def flops_per_token(plan: Plan, mean_len: float | None = None, label_fraction: float = 1.0) -> float:
-    """Training FLOPs per token fed (forward + backward, matmuls and attention) of lapidar's path.
+    """Training FLOPs per token fed (forward + backward, matmuls and causal attention) of lapidar's path.
 
-    Frozen weights get no weight gradient; layers below the lowest trainable one get no backward pass at all
-    (freeze); the lm_head runs only on label positions; checkpointing adds one more forward pass.
+    Per decoder layer: forward 2P + A (P: linear weights, A = 2 T h: QK^T and AV over T/2 keys on average); the
+    backward pass computes input gradients (2P + 2A) on every layer above the lowest one that trains and weight
+    gradients (2P) only where weights train; checkpointing adds a second forward. The lm_head runs only on label
+    positions (2VH each for the logits, the hidden-state gradient, and the weight gradient when it trains).
     """
     s = plan.shape
     t = mean_len or plan.seq_len
-    layer = 2 * s.layer_linear_params + 2 * t * s.hidden  # forward: matmuls + causal attention (QK^T and AV)
+    p, a = 2 * s.layer_linear_params, 2 * t * s.hidden
     trainable, passing = _grad_path_layers(plan)
-    fwd = s.layers * layer
-    bwd_input = (trainable + passing) * 2 * layer
-    bwd_weight = trainable * 2 * s.layer_linear_params
+    on_path = trainable + passing
+    total = s.layers * (p + a) + on_path * (p + 2 * a) + trainable * p
+    if plan.gradient_checkpointing:
+        total += on_path * (p + a)
     if plan.adapter:
-        bwd_weight += 6 * lora_params(s, plan.lora_r, plan.targets)
-    recompute = (trainable + passing) * layer if plan.gradient_checkpointing else 0
+        total += 6 * lora_params(s, plan.lora_r, plan.targets)  # forward, input and weight gradients
     head = 2 * s.embedding_params * label_fraction
-    head_total = head * (2 + (1 if _head_trains(plan) else 0))
-    return fwd + bwd_input + bwd_weight + recompute + head_total
+    return total + head * (2 + (1 if _head_trains(plan) else 0))
