@@ -14,7 +14,7 @@ import torch
 
 from lapidar.errors import UserError
 
-__all__ = ["IGNORE", "Encoded", "answer_spans", "collate", "encode_conversation"]
+__all__ = ["IGNORE", "Encoded", "answer_spans", "collate", "collate_padding_free", "encode_conversation"]
 
 IGNORE = -100  # label value that cross-entropy skips
 
@@ -90,3 +90,20 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def collate_padding_free(batch: list[Encoded]) -> dict[str, torch.Tensor]:
+    """Concatenate a batch into one row with no padding (see `lapidar.models.attention`).
+
+    Returns input_ids/labels/position_ids [1, N] (N = the examples' total length, positions restarting at 0 for each
+    example) and cu_seq_lens_q [S+1] (the examples' start offsets, then N). Each example's first label is IGNORE, so
+    the last token of one example is never trained to predict the first token of the next; a padded batch never
+    uses that label either (position t predicts t+1).
+    """
+    lengths = [len(e.input_ids) for e in batch]
+    ids = torch.tensor([t for e in batch for t in e.input_ids], dtype=torch.long)[None]
+    labels = torch.tensor([t for e in batch for t in e.labels], dtype=torch.long)[None]
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    bounds = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    labels[0, bounds[:-1].long()] = IGNORE
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "cu_seq_lens_q": bounds}

@@ -3,9 +3,10 @@ same examples, same order, each stack in its own process.
 
 The plain recipe is the one blog posts show: `transformers.Trainer` with `TrainingArguments(bf16=True)`, a peft
 LoRA adapter on all linear layers, right-padded batches, the model's own loss over the full `[B, T, V]` logits.
-lapidar's path is `lapidar.recipes.train` (`setup` -> `load_prepared_model` -> `fit`), untouched. Both see the
-length-grouped batches of lapidar's loader in the same order (the Trainer with a sequential sampler over them), so
-the trained tokens and the loss curves are comparable step by step.
+lapidar's path is `lapidar.recipes.train` (`setup` -> `load_prepared_model` -> `fit`), untouched: padding-free
+batches and the label-only fused loss. Both see the same random batches of lapidar's loader in the same order (the
+Trainer with a sequential sampler over them; the plain recipe pads each batch to its longest example, as
+`DataCollatorForSeq2Seq` does), so the trained tokens and the loss curves are comparable step by step.
 
 Each stack runs as `python -m lapidar.recipes.bench STACK SPEC.json RESULT.json`; the parent samples the resident
 memory of the whole process tree and also takes the child's `ru_maxrss`. Steps are timed from the end of one
@@ -38,6 +39,7 @@ __all__ = [
     "main",
     "matmul_peak",
     "measure_peak",
+    "native_bf16",
     "synth_conversations",
 ]
 
@@ -60,7 +62,7 @@ class BenchSpec:
     lora_dropout: float = 0.05
     seed: int = 42
     eval_steps: int = 7
-    plain_bf16: bool = True  # the recipe as blog posts write it; False: fp32, for CPUs without native bf16
+    plain_bf16: bool = True  # the recipe as blog posts write it; False: fp32, for hardware without native bf16
     train_file: str = ""
     val_file: str = ""
     out_dir: str = ""
@@ -150,6 +152,16 @@ def _train_worker(cfg_path: Path, result_path: Path) -> None:
 # ---------------------------------------------------------------- machine ceiling
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def matmul_peak(dtype_name: str = "bfloat16", n: int = 4096, seconds: float = 3.0) -> float:
     """GFLOP/s of an `n x n` torch.matmul in `dtype_name` on this machine's CPU (or the current GPU)."""
     import torch
@@ -184,7 +196,7 @@ def _encoded_order(spec: BenchSpec, tokenizer) -> tuple[list[list[Any]], list[An
         return [e for e in encoded if e.n_answer_tokens]
 
     train, val = encode(spec.train_file), encode(spec.val_file)
-    return _batches(train, spec.batch_size, spec.seed, shuffle=True)[: spec.steps], val
+    return _batches(train, spec.batch_size, spec.seed, True, padding_free=True)[: spec.steps], val
 
 
 class _Clock:
@@ -258,7 +270,9 @@ def _run_lapidar(spec: BenchSpec) -> dict:
     batches, _ = _encoded_order(spec, run.tokenizer)
     # The bench's own order must be the loop's order, or the comparison is meaningless.
     assert [e.input_ids for b in batches for e in b] == [
-        e.input_ids for b in recipe._batches(run.train, cfg.batch_size, cfg.seed, True)[: spec.steps] for e in b
+        e.input_ids
+        for b in recipe._batches(run.train, cfg.batch_size, cfg.seed, True, cfg.padding_free)[: spec.steps]
+        for e in b
     ]
     clock = _Clock()
     run.trackers = clock
@@ -549,10 +563,9 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
     resolve_model(spec.model, spec.init)  # build once here, not inside a timed worker
     peak = matmul_peak("bfloat16")
     peak_fp32 = matmul_peak("float32")
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    native = native_bf16()
     console.print(
-        f"matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32 (native bf16: {native_bf16}); "
+        f"matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32 (native bf16: {native}); "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     results = {}
@@ -563,7 +576,7 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
         "spec": asdict(spec),
         "matmul_peak_gflops": peak,
         "matmul_peak_fp32_gflops": peak_fp32,
-        "cpu_native_bf16": native_bf16,
+        "native_bf16": native,
         "load_average": os.getloadavg(),
         **compare(results, {"bf16": peak, "fp32": peak_fp32}),
         "raw": results,

@@ -67,9 +67,9 @@ class DataStats:
 
     rows: int
     tokens: int  # non-padding tokens per epoch
-    padded_tokens: int  # positions fed per epoch, padding included (length-grouped batches)
+    padded_tokens: int  # positions fed per epoch, padding included (none when padding-free)
     label_tokens: int
-    widest: int  # padded width of the widest batch
+    widest: int  # padded width of the widest batch (padding-free: its tokens / batch size)
     most_labels: int  # label positions of the fullest batch
 
 
@@ -172,12 +172,19 @@ def model_shape(spec: str, init: str = "pretrained") -> tuple[ModelShape, int]:
     return shape, (4 if random_init and preset.n_params < 1e9 else 2)
 
 
-def data_stats(encoded: list, batch_size: int, seed: int = 42) -> DataStats:
-    """Token counts of tokenised rows (`Encoded`) in the length-grouped batches of lapidar's loader."""
+def data_stats(encoded: list, batch_size: int, seed: int = 42, padding_free: bool = True) -> DataStats:
+    """Token counts of tokenised rows (`Encoded`) in the batches of lapidar's loader.
+
+    A padding-free batch is one row of its examples' total length; its "width" here is that total spread over the
+    batch (`Plan` counts batch x width positions).
+    """
     from lapidar.recipes.train import _batches
 
-    batches = _batches(encoded, batch_size, seed, shuffle=True)
-    widths = [max(len(e.input_ids) for e in b) for b in batches] or [0]
+    batches = _batches(encoded, batch_size, seed, True, padding_free)
+    if padding_free:
+        widths = [-(-sum(len(e.input_ids) for e in b) // len(b)) for b in batches] or [0]
+    else:
+        widths = [max(len(e.input_ids) for e in b) for b in batches] or [0]
     labels = [sum(e.n_answer_tokens for e in b) for b in batches] or [0]
     return DataStats(
         rows=len(encoded),
@@ -212,7 +219,7 @@ def _load_stats(cfg: TrainConfig) -> DataStats:
         encoded = [e for e in encoded if e.n_answer_tokens]
     if not encoded:
         raise UserError(f"{cfg.data}: no usable training rows")
-    return data_stats(encoded, cfg.batch_size, cfg.seed)
+    return data_stats(encoded, cfg.batch_size, cfg.seed, cfg.padding_free)
 
 
 def _data_path(cfg: TrainConfig) -> Path:
@@ -529,7 +536,7 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> 
     estimate's error (15%). `cfg.force` (when the config has it) turns the refusal into a warning.
     """
     try:
-        stats = data_stats(data, cfg.batch_size, cfg.seed) if data else None
+        stats = data_stats(data, cfg.batch_size, cfg.seed, cfg.padding_free) if data else None
         report = estimate(cfg, stats=stats, probe=False, read_data=False)
     except UserError as e:
         console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")

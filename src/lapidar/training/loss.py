@@ -95,10 +95,12 @@ def linear_cross_entropy(h: torch.Tensor, head: torch.nn.Linear, targets: torch.
 
 
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Return (summed token loss, number of label tokens) for a batch of input_ids/attention_mask/labels [B, T]."""
+    """Return (summed token loss, number of label tokens) for a batch from `collate` (input_ids/attention_mask/labels
+    [B, T]) or `collate_padding_free` (input_ids/labels/position_ids [1, N] and cu_seq_lens_q)."""
     decoder, head = decoder_and_head(model)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q") if k in batch}
     # use_cache=False: Qwen2's config asks for a KV cache, which training would fill and never read.
-    out = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    out = decoder(**inputs, use_cache=False)
     hidden = out.last_hidden_state
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
