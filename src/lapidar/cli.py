@@ -51,6 +51,17 @@ def train(
     target_modules: Annotated[
         str | None, typer.Option(help="attention, mlp, all-linear or comma-separated module names.")
     ] = None,
+    new_tokens: Annotated[
+        str | None,
+        typer.Option(help="Tokens to add and train: '<a>,<b>' or a file with one per line (see README)."),
+    ] = None,
+    train_embeddings: Annotated[
+        bool | None,
+        typer.Option(
+            "--train-embeddings/--no-train-embeddings",
+            help="LoRA/freeze: train the whole embedding and lm_head (memory-hungry).",
+        ),
+    ] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Validation loss every N steps.")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0 = off).")] = None,

@@ -79,6 +79,17 @@ class TrainConfig(BaseModel):
         default_factory=lambda: ["all-linear"],
         description="attention, mlp, all-linear, or module names (q_proj, ..., down_proj).",
     )
+    # new tokens
+    new_tokens: list[str] = Field(
+        default_factory=list,
+        description="Tokens to add to the vocabulary and train (comma-separated, or a file with one per line); "
+        "LoRA methods train only their embedding rows.",
+    )
+    train_embeddings: bool = Field(
+        False,
+        description="LoRA methods, freeze: train the whole embed_tokens/lm_head (vocab x hidden more trainable "
+        "weights, ~16 bytes each with AdamW).",
+    )
     # evaluation, checkpoints, early stopping
     eval_steps: int = Field(50, ge=1, description="Compute validation loss every N optimiser steps.")
     save_steps: int | None = Field(
@@ -104,6 +115,30 @@ class TrainConfig(BaseModel):
         if isinstance(v, str):
             return [m.strip() for m in v.split(",") if m.strip()]
         return v
+
+    @field_validator("new_tokens", mode="before")
+    @classmethod
+    def _parse_new_tokens(cls, v: Any) -> Any:
+        """A comma-separated string, a file with one token per line, or a list; no empty or whitespace tokens."""
+        if isinstance(v, str):
+            path = Path(v).expanduser()
+            if path.is_file():
+                v = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            else:
+                v = [t.strip() for t in v.split(",")]
+        if not isinstance(v, list):
+            return v
+        for i, token in enumerate(v, 1):
+            if not isinstance(token, str):
+                continue  # pydantic rejects it as "not a valid string"
+            if not token:
+                raise ValueError(
+                    f"--new-tokens: token {i} is empty; separate tokens with single commas, e.g. "
+                    "--new-tokens '<claim_id>,<policy_ref>'"
+                )
+            if any(c.isspace() for c in token):
+                raise ValueError(f"--new-tokens: token {token!r} contains whitespace; a new token is one word")
+        return list(dict.fromkeys(v)) if all(isinstance(t, str) for t in v) else v
 
 
 def _format_validation_error(err: ValidationError, where: str) -> str:

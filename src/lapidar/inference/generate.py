@@ -13,6 +13,7 @@ import torch
 
 from lapidar.errors import UserError
 from lapidar.models.loading import RANDOM_LABEL, RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
+from lapidar.models.tokens import add_new_tokens, resize_embeddings
 
 __all__ = ["Loaded", "SamplingOptions", "gen_kwargs", "generate", "load_for_inference", "stream"]
 
@@ -54,10 +55,13 @@ def load_for_inference(target: str, checkpoint: str | None = None) -> Loaded:
                 "`lapidar models --materialise tiny-qwen2.5`) or retrain"
             )
         tokenizer = load_tokenizer(base)
+        add_new_tokens(tokenizer, meta.get("new_tokens", []))  # same order as in training: the same ids
         if meta["weights"] == "adapter":
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(load_model(base), str(weights))
+            base_model = load_model(base)
+            resize_embeddings(base_model, len(tokenizer))  # the shape training gave it, when it had to grow
+            model = PeftModel.from_pretrained(base_model, str(weights))
         else:
             model = load_model(ModelSource(base.name, weights, base.kind, base.random_init))
         label = f"run {path.name} ({meta['method']} on {base.label})"

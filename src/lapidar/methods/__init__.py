@@ -1,18 +1,18 @@
 """Training methods, one registry: name -> `Method` (how to load the base, how to mark what trains, when to use it).
 
-Each `prepare` function takes the loaded base model and the run config, marks what trains, and returns the model
-to optimise. Loading options (4-bit / 8-bit base) and the optimiser a method implies live in the same entry, so the
+Each `prepare` function takes the loaded base model, the run config and the embedding rows of `--new-tokens` (which
+must train too), marks what trains, and returns the model to optimise. Loading options (4-bit / 8-bit base) and the optimiser a method implies live in the same entry, so the
 training recipe never branches on method names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lapidar.errors import UserError, unknown_choice
-from lapidar.models.qwen import LORA_TARGETS
+from lapidar.models.qwen import EMBEDDING_MODULES, LORA_TARGETS
 
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
@@ -26,7 +26,7 @@ QWEN_LINEAR = set(LORA_TARGETS["all-linear"])
 class Method:
     """One training method."""
 
-    prepare: Callable[[Any, TrainConfig], Any]
+    prepare: Callable[[Any, TrainConfig, list[int]], Any]  # (model, cfg, token ids whose rows train)
     when: str  # one line for `lapidar methods`: when to choose it
     adapter: bool = True  # saves a peft adapter (else the whole model)
     quant: str | None = None  # "4bit" / "8bit": the base is loaded quantised with bitsandbytes
@@ -47,8 +47,27 @@ def resolve_targets(names: list[str]) -> list[str]:
     return out
 
 
-def _lora_with(**options: Any) -> Callable[[Any, TrainConfig], Any]:
-    def prepare(model, cfg: TrainConfig):
+def _tied(model) -> bool:
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def _embedding_options(model, cfg: TrainConfig, token_ids: list[int]) -> dict[str, Any]:
+    """The peft options that train embeddings next to LoRA: none, the rows of new tokens, or both whole matrices."""
+    embed, head = EMBEDDING_MODULES
+    if cfg.train_embeddings:
+        # Trainable copies of both (vocab_rows, hidden) matrices, saved whole with the adapter; ensure_weight_tying
+        # keeps a tied pair one matrix.
+        return {"modules_to_save": [embed, head], "ensure_weight_tying": _tied(model)}
+    if token_ids:
+        # peft TrainableTokens: only these rows train, saved as a (len(ids), hidden) tensor; every other row stays
+        # bit-identical. A tied lm_head follows the embedding's rows; an untied one trains the same rows of its own.
+        rows = {embed: token_ids} if _tied(model) else {embed: token_ids, head: token_ids}
+        return {"trainable_token_indices": rows}
+    return {}
+
+
+def _lora_with(**options: Any) -> Callable[[Any, TrainConfig, list[int]], Any]:
+    def prepare(model, cfg: TrainConfig, token_ids: list[int]):
         """LoRA (Hu et al. 2021, arXiv:2106.09685): frozen base, low-rank A·B trained on the target projections."""
         from peft import LoraConfig, get_peft_model
 
@@ -59,6 +78,7 @@ def _lora_with(**options: Any) -> Callable[[Any, TrainConfig], Any]:
             target_modules=resolve_targets(cfg.target_modules),
             bias="none",
             task_type="CAUSAL_LM",
+            **_embedding_options(model, cfg, token_ids),
             **options,
         )
         return get_peft_model(model, lora)
@@ -66,23 +86,40 @@ def _lora_with(**options: Any) -> Callable[[Any, TrainConfig], Any]:
     return prepare
 
 
-def _qlora(model, cfg: TrainConfig):
+def _qlora(model, cfg: TrainConfig, token_ids: list[int]):
     """QLoRA (Dettmers et al. 2023, arXiv:2305.14314): LoRA on top of a bitsandbytes-quantised frozen base."""
     from peft import prepare_model_for_kbit_training
 
     # Casts norms to fp32 and makes the (frozen) embedding output require grad so that checkpointing works.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    return _lora_with()(model, cfg)
+    return _lora_with()(model, cfg, token_ids)
 
 
-def _full(model, cfg: TrainConfig):
+def _full(model, cfg: TrainConfig, token_ids: list[int]):
     """Full fine-tuning: every weight trains (~16 bytes/parameter with fp32 AdamW)."""
     for p in model.parameters():
         p.requires_grad_(True)
     return model
 
 
-def _freeze(model, cfg: TrainConfig):
+def _unfreeze_embeddings(model, rows: list[int] | None) -> None:
+    """Let the embedding (and an untied lm_head) train: whole, or only `rows`.
+
+    Only `rows`: gradients of the other rows are zeroed, so AdamW leaves them bit-identical (its update of a weight
+    whose gradient was always zero is zero) unless weight_decay > 0, which shrinks every trainable weight.
+    """
+    import torch
+
+    weights = [model.get_input_embeddings().weight] + ([] if _tied(model) else [model.get_output_embeddings().weight])
+    for weight in weights:  # (vocab_rows, hidden)
+        weight.requires_grad_(True)
+        if rows is not None:
+            mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+            mask[rows] = 1
+            weight.register_hook(lambda grad, mask=mask: grad * mask)
+
+
+def _freeze(model, cfg: TrainConfig, token_ids: list[int]):
     """Freeze everything but the last N decoder layers and the named extra modules (transfer learning)."""
     layers = model.model.layers
     n = cfg.freeze_trainable_layers
@@ -101,6 +138,8 @@ def _freeze(model, cfg: TrainConfig):
         for m in matches:
             for p in m.parameters():
                 p.requires_grad_(True)
+    if cfg.train_embeddings or token_ids:
+        _unfreeze_embeddings(model, None if cfg.train_embeddings else token_ids)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("freeze: nothing left to train; set freeze_trainable_layers >= 1 or freeze_extra_modules")
     return model
@@ -179,6 +218,6 @@ def quantization_config(method: Method, compute_bf16: bool):
     )
 
 
-def apply_method(model, cfg: TrainConfig):
-    """Prepare `model` for training with `cfg.method`."""
-    return get_method(cfg.method).prepare(model, cfg)
+def apply_method(model, cfg: TrainConfig, token_ids: Sequence[int] = ()):
+    """Prepare `model` for training with `cfg.method`; the embedding rows of `token_ids` (new tokens) train too."""
+    return get_method(cfg.method).prepare(model, cfg, list(token_ids))

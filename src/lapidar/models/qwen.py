@@ -17,6 +17,7 @@ from lapidar.io import write_json
 __all__ = [
     "BASE_EOS",
     "CONTROL_TOKENS",
+    "EMBEDDING_MODULES",
     "INSTRUCT_EOS",
     "LORA_TARGETS",
     "PAD_TOKEN",
@@ -69,6 +70,9 @@ LORA_TARGETS: dict[str, list[str]] = {
     "mlp": ["gate_proj", "up_proj", "down_proj"],
     "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
+# The input embedding and the output projection (`model.embed_tokens`, `lm_head`), each (vocab_rows, hidden); one
+# tied matrix when `config.tie_word_embeddings` (Qwen2.5 0.5B-3B, tiny-qwen2.5), two from 7B up.
+EMBEDDING_MODULES: tuple[str, str] = ("embed_tokens", "lm_head")
 
 
 def chat_template(kind: str) -> str:

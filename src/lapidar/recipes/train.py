@@ -37,6 +37,7 @@ from lapidar.io import atomic_dir, write_json, write_text
 from lapidar.methods import apply_method, get_method, quantization_config, resolve_targets
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import BASE_EOS
+from lapidar.models.tokens import NewTokens, add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.loss import causal_lm_loss
 from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, progress_bar, read_metrics
 from lapidar.training.optim import build_optimizer
@@ -67,6 +68,7 @@ class RunData:
     data_format: str
     notes: list[str] = field(default_factory=list)
     trackers: Any = None  # W&B/MLflow sinks (lapidar.training.trackers.Trackers), opened before the model loads
+    new_tokens: NewTokens = field(default_factory=NewTokens)  # --new-tokens, already added to `tokenizer`
 
 
 # ---------------------------------------------------------------- setup
@@ -159,6 +161,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
 
     source = resolve_model(cfg.model, cfg.init)
     tokenizer = load_tokenizer(source)
+    new_tokens = add_new_tokens(tokenizer, cfg.new_tokens)  # before encoding, so the data uses them
+    notes += new_tokens.notes()
     # The fatal checks of `lapidar data check` run before any model weights are loaded.
     raise_on_fatal(fatal_findings(examples, tokenizer, cfg.max_length, val_examples), cfg.data)
     train: list[Encoded] = []
@@ -193,13 +197,16 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
                 "method": cfg.method,
                 "objective": objective,
                 "weights": "adapter" if method.adapter else "model",
+                "new_tokens": cfg.new_tokens,  # re-added in this order at loading time: the same ids
             },
         )
     if objective == "sft":
         _show_first_example(console, tokenizer, examples[0])
     # Opened here so that a missing wandb/mlflow package fails before a large model is loaded.
     trackers = open_trackers(cfg.report_to, run_dir, run_dir.name)
-    return RunData(cfg, run_dir, source, tokenizer, objective, examples, val_examples, train, val, fmt, notes, trackers)
+    return RunData(
+        cfg, run_dir, source, tokenizer, objective, examples, val_examples, train, val, fmt, notes, trackers, new_tokens
+    )
 
 
 def _show_first_example(console: Console, tokenizer, example: Example) -> None:
@@ -589,12 +596,14 @@ def load_prepared_model(run: RunData):
     )
     quant = quantization_config(method, compute_bf16=bf16_compute)
     model = load_model(run.source, quantization_config=quant)
+    resize_embeddings(model, len(run.tokenizer))
+    init_new_rows(model, run.new_tokens)
     if torch.cuda.is_available() and quant is None:
         model = model.to("cuda")
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return apply_method(model, cfg)
+    return apply_method(model, cfg, run.new_tokens.ids)
 
 
 def main(cfg: TrainConfig, console: Console | None = None, resume: Path | None = None) -> tuple[dict, Path]:
