@@ -75,6 +75,10 @@ def train(
         bool | None,
         typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."),
     ] = None,
+    padding_free: Annotated[
+        bool | None,
+        typer.Option("--padding-free/--no-padding-free", help="One unpadded row per batch (default on)."),
+    ] = None,
     beta: Annotated[float | None, typer.Option(help="dpo/kto strength of the reference pull.")] = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="Share held out for validation without --val-data.")

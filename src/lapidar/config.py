@@ -56,6 +56,11 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~1/3 more compute."
     )
+    padding_free: bool = Field(
+        True,
+        description="Concatenate each batch into one row, attention kept within each example: no compute or memory "
+        "spent on padding (same loss as padded batches). False: right-padded, length-grouped batches.",
+    )
     seed: int = Field(42, description="Seed for data order, split, initialisation and dropout.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the hardware runs it fast (CUDA, CPU with AVX512-BF16)."

@@ -28,13 +28,14 @@ from rich.table import Table
 from lapidar.config import TrainConfig, load_config, save_yaml
 from lapidar.data.formats import Example, bundled_example, load_examples
 from lapidar.data.quality import fatal_findings, raise_on_fatal
-from lapidar.data.tokenize import Encoded, answer_spans, collate, encode_conversation
+from lapidar.data.tokenize import Encoded, answer_spans, collate, collate_padding_free, encode_conversation
 from lapidar.errors import UserError
 from lapidar.evaluation.diagnosis import diagnose, print_findings
 from lapidar.evaluation.evaluate import generation_metrics
 from lapidar.evaluation.report import plot_generation_metrics
 from lapidar.io import atomic_dir, write_json, write_text
 from lapidar.methods import apply_method, get_method, quantization_config, resolve_targets
+from lapidar.models.attention import enable_padding_free
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import BASE_EOS
 from lapidar.models.tokens import NewTokens, add_new_tokens, init_new_rows, resize_embeddings
@@ -235,16 +236,22 @@ def use_bf16(cfg: TrainConfig, n_params: int) -> bool:
     return n_params >= 100_000_000 and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
-def _batches(data: list[Encoded], batch_size: int, seed: int, shuffle: bool) -> list[list[Encoded]]:
-    """Length-grouped batches: shuffle, sort within windows of 50 batches, shuffle the batch order.
+def _batches(
+    data: list[Encoded], batch_size: int, seed: int, shuffle: bool, padding_free: bool = False
+) -> list[list[Encoded]]:
+    """Batches in a random order; padded batches are length-grouped (sorted within windows of 50 batches).
 
-    Grouping similar lengths wastes less compute on padding; the window keeps the order random. The order depends
-    only on `seed`, so a resumed run sees exactly the batches the interrupted one would have.
+    Grouping similar lengths wastes less compute on padding; the window keeps the order random. Padding-free
+    batches have no padding to save, so they stay plain random draws (which also keeps the biggest batch, and with it
+    the peak memory, smaller). The order depends only on `seed`, so a resumed run sees exactly the batches the
+    interrupted one would have.
     """
     idx = list(range(len(data)))
     rng = random.Random(seed)
     if shuffle:
         rng.shuffle(idx)
+    if padding_free:
+        return [[data[i] for i in idx[b : b + batch_size]] for b in range(0, len(idx), batch_size)]
     window = batch_size * 50
     batches = []
     for w in range(0, len(idx), window):
@@ -255,14 +262,22 @@ def _batches(data: list[Encoded], batch_size: int, seed: int, shuffle: bool) -> 
     return batches
 
 
+def to_tensors(batch: list[Encoded], pad_id: int, device, padding_free: bool) -> dict[str, torch.Tensor]:
+    """A batch as model inputs on `device`: one padding-free row, or right-padded rows."""
+    tensors = collate_padding_free(batch) if padding_free else collate(batch, pad_id)
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
 @torch.no_grad()
-def evaluate_loss(model, data: list[Encoded], batch_size: int, pad_id: int, device, bf16: bool) -> float:
+def evaluate_loss(
+    model, data: list[Encoded], batch_size: int, pad_id: int, device, bf16: bool, padding_free: bool = False
+) -> float:
     """Mean validation loss per label token."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for batch in _batches(data, batch_size, 0, shuffle=False):
-        tensors = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
+        tensors = to_tensors(batch, pad_id, device, padding_free)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss_sum, n = causal_lm_loss(model, tensors)
         total, count = total + loss_sum.item(), count + n
@@ -357,6 +372,7 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
     save_every = cfg.save_steps or cfg.eval_steps
     if cfg.neftune_alpha:
         _neftune(model, cfg.neftune_alpha)
+    padding_free = cfg.padding_free and enable_padding_free(model)
 
     # Loop state: everything a checkpoint must hold to continue exactly where the run stopped.
     step, epoch, next_group, tokens_seen = 0, 0, 0, 0
@@ -400,13 +416,14 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
         f"[bold]Training[/bold] {escape(run.source.label)}: {run.objective} with {cfg.method}, "
         f"{n_trainable:,} of {n_params:,} parameters train ({100 * n_trainable / n_params:.2f}%); "
         f"{len(run.train)} train / {len(run.val)} validation {'blocks' if run.objective == 'pretrain' else 'rows'}; "
-        f"{total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}; {'bf16 autocast' if bf16 else 'fp32'} on {device}"
+        f"{total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}{' (padding-free)' if padding_free else ''}; "
+        f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
     )
     for note in run.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
     def run_eval() -> None:
-        val_loss = evaluate_loss(model, run.val, cfg.batch_size, pad_id, device, bf16)
+        val_loss = evaluate_loss(model, run.val, cfg.batch_size, pad_id, device, bf16, padding_free)
         improved = stopper.update(step, val_loss)
         if history["initial_val_loss"] is None:
             history["initial_val_loss"] = val_loss
@@ -448,21 +465,21 @@ def fit(run: RunData, model, console: Console, resume_from: Path | None = None) 
         with progress:
             task = progress.add_task("train", total=total_steps, completed=step, loss="-", tps="-")
             while step < total_steps and not stopper.should_stop:
-                batches = _batches(run.train, cfg.batch_size, cfg.seed + epoch, shuffle=True)
+                batches = _batches(run.train, cfg.batch_size, cfg.seed + epoch, True, padding_free)
                 groups = [batches[g : g + cfg.grad_accum] for g in range(0, len(batches), cfg.grad_accum)]
                 while next_group < len(groups):
                     group = groups[next_group]
                     group_tokens = sum(e.n_answer_tokens for b in group for e in b)
                     step_loss = 0.0
                     for batch in group:
-                        tensors = {k: v.to(device) for k, v in collate(batch, pad_id).items()}
+                        tensors = to_tensors(batch, pad_id, device, padding_free)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                             loss_sum, _ = causal_lm_loss(model, tensors)
                         # Normalise by the label tokens of the whole accumulated step, so every token weighs
                         # the same whatever micro-batch it landed in.
                         (loss_sum / group_tokens).backward()
                         step_loss += loss_sum.item()
-                        seen = int(tensors["attention_mask"].sum())
+                        seen = sum(len(e.input_ids) for e in batch)
                         window["seen"] += seen
                         tokens_seen += seen
                     if not math.isfinite(step_loss):
