@@ -7,7 +7,14 @@ import json
 import pytest
 
 from lapidar.data.formats import bundled_example, load_dataset
-from lapidar.data.quality import check, check_dataset, fatal_findings, raise_on_fatal
+from lapidar.data.quality import (
+    check,
+    check_dataset,
+    fatal_findings,
+    raise_on_fatal,
+    token_stats,
+    token_stats_batch,
+)
 from lapidar.data.report import render_html
 from lapidar.errors import UserError
 from tests.conftest import FIXTURES, qa_rows, write_jsonl
@@ -98,6 +105,18 @@ def test_max_length_cut_and_lost_answers(tokenizer, tmp_path):
     assert [s.truncated for s in stats] == [True, True, False]
     every = check(ds.examples[1:2], tokenizer, 60)[0]
     assert [(f.code, f.severity) for f in every] == [("answer-lost", "error")]
+
+
+def test_batched_token_stats_equal_one_row_at_a_time(tokenizer, tmp_path):
+    # Rows shorter than max_length are measured without character offsets; the numbers must be the same, also at
+    # the edges (a row of exactly max_length tokens, one more, one less).
+    long_q = ("Please explain the whole claims process " * 10).strip()
+    rows = qa_rows([("Short?", "Yes. " * 40), (long_q, "Fine."), ("Hi?", "Hello.")])
+    examples = load_dataset(write_jsonl(tmp_path / "x.jsonl", rows)).examples
+    sizes = [s.n_tokens for s in token_stats_batch(examples, tokenizer, 10**6)]
+    for max_length in sorted({8, 60, 1024} | {n + d for n in sizes for d in (-1, 0, 1)}):
+        one_by_one = [token_stats(e, tokenizer, max_length) for e in examples]
+        assert token_stats_batch(examples, tokenizer, max_length) == one_by_one, max_length
 
 
 def test_label_balance_for_classification_like_data(tokenizer, tmp_path):

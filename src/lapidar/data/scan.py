@@ -6,6 +6,7 @@ Pure functions with no model or tokenizer, shared by the quality report (`qualit
 
 from __future__ import annotations
 
+import collections
 import itertools
 import re
 import unicodedata
@@ -67,7 +68,7 @@ _FTFY = ftfy.TextFixerConfig(
 
 def has_mojibake(text: str) -> bool:
     """True when the text holds UTF-8 decoded as the wrong encoding (e.g. "cafÃ©") that ftfy can repair."""
-    return ftfy.fix_encoding(text) != text
+    return not text.isascii() and ftfy.fix_encoding(text) != text  # ftfy returns ASCII text as it is
 
 
 def fix_unicode(text: str) -> str:
@@ -105,6 +106,8 @@ _ENTITY_RE = re.compile(
 
 def html_remnants(text: str) -> list[str]:
     """HTML tags and entities left over from scraping (code blocks and `inline code` are ignored)."""
+    if "<" not in text and "&" not in text:  # every tag starts with "<", every entity with "&"
+        return []
     prose = _CODE_RE.sub(" ", text)
     return _TAG_RE.findall(prose) + _ENTITY_RE.findall(prose)
 
@@ -135,6 +138,7 @@ class PiiMatch:
     masked: str
 
 
+_DIGIT_RE = re.compile(r"\d")  # the same `\d` (any Unicode digit) the patterns below use
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
@@ -186,6 +190,11 @@ def _mask_email(email: str) -> str:
 
 def find_pii(text: str) -> list[PiiMatch]:
     """Emails, phone numbers, payment cards (Luhn-valid), IBANs (checksum-valid), and SSN/CPF-style ids."""
+    # Skip the patterns that cannot match: all but the email one need digits (an IBAN 2, an SSN 9, a card 13, a
+    # phone number 9 to count), and most texts have few or none. Counting them costs one regex scan.
+    n_digits = len(_DIGIT_RE.findall(text))
+    if n_digits < 2 and "@" not in text:
+        return []
     found: list[PiiMatch] = []
     taken: list[tuple[int, int]] = []
 
@@ -195,11 +204,13 @@ def find_pii(text: str) -> list[PiiMatch]:
         taken.append((m.start(), m.end()))
         found.append(PiiMatch(kind, m.start(), m.end(), masked))
 
-    for m in _EMAIL_RE.finditer(text):
+    for m in _EMAIL_RE.finditer(text) if "@" in text else ():
         add("email", m, _mask_email(m.group()))
-    for m in _IBAN_RE.finditer(text):
+    for m in _IBAN_RE.finditer(text) if n_digits >= 2 else ():
         if _iban_ok(m.group()):
             add("iban", m, m.group()[:2] + _mask_digits(m.group()[2:], 4))
+    if n_digits < 9:
+        return sorted(found, key=lambda p: p.start)
     for m in _CARD_RE.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and _luhn(digits):
@@ -243,6 +254,10 @@ _STOPWORD_TEXT = {
     "nl": "de het een en is zijn niet voor met ik je dat op van wat mijn hoe",
 }
 _STOPWORDS = {lang: frozenset(words.split()) for lang, words in _STOPWORD_TEXT.items()}
+# word -> the languages it is a stopword of, so each word of a text is looked up once, not once per language
+_LANGUAGES_OF: dict[str, tuple[str, ...]] = {
+    w: tuple(lang for lang, sw in _STOPWORDS.items() if w in sw) for w in set().union(*_STOPWORDS.values())
+}
 _WORD_RE = re.compile(r"[^\W\d_]+", re.U)
 _NON_LATIN = re.compile("[^\x00-\u024f]")
 _SCRIPTS = (
@@ -283,8 +298,12 @@ def guess_language(text: str) -> str:
         code, n = max(scripts.items(), key=lambda kv: kv[1])
         if n > len(letters) * 0.3:
             return "ja" if code == "zh" and ("ja" in scripts) else code
-    words = [w.lower() for w in _WORD_RE.findall(text)[:500]]
-    scores = {lang: sum(w in sw for w in words) for lang, sw in _STOPWORDS.items()}
+    scores = dict.fromkeys(_STOPWORDS, 0)
+    # One lower() for all words: lower-casing never makes a space, so splitting at the joins gives each word's.
+    words = " ".join(m.group() for m in itertools.islice(_WORD_RE.finditer(text), 500)).lower().split(" ")
+    for word, n in collections.Counter(words).items():
+        for lang in _LANGUAGES_OF.get(word, ()):
+            scores[lang] += n
     best = max(scores, key=lambda k: scores[k])
     runner_up = max(v for k, v in scores.items() if k != best)
     if scores[best] >= 2 and scores[best] > runner_up:
