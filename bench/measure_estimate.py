@@ -144,15 +144,13 @@ Largest error: {100 * worst:.1f}% (target ±15%).
   for random-init presets below 1B), fp32 adapters, gradients and AdamW states in the parameter's dtype, saved
   activations per layer and token as measured with saved-tensor hooks, the fused loss's single `[512, V]` fp32
   buffer, and the process baseline.
-- On CPU the resident set also holds what glibc's heap keeps from freed activation temporaries. That term is
-  fitted on the rows above (about 1.15x the activations of a non-checkpointed step, levelling off at 0.4x + 0.9
-  GiB; checkpointing does not remove it). If lapidar fixes glibc's mmap threshold (proposed: `mallopt`), this term
-  shrinks and the constant must be refitted.
+- On CPU lapidar fixes glibc's mmap threshold before training (`hardware.return_freed_blocks`), so freed
+  activation temporaries leave the process; with glibc's default the resident set grew by about 1.15x the
+  activations of a step (0.5B LoRA, batch 4 x 512: 13.5 GiB instead of 9.8 GiB), and the estimate needed a fitted
+  term for it. It needs none now.
 - QLoRA on CPU: the mmapped checkpoint pages read while quantising stay resident, and the resident set still grew
   over the 3 measured steps on the 0.5B shape; a long run can peak somewhat higher.
-- An extra check on mixed-length data: the 0.5B LoRA bench run (batch 4, max length 512, 8 steps) peaked at
-  13.30 GiB; the estimate for that config and data is 14.15 GiB (+6.4%).
-- Not measured here: the 1.5B shape (time), and GPUs (no GPU on this machine). The GPU verdicts are pinned by unit
+- Not measured here: GPUs (no GPU on this machine). The GPU verdicts are pinned by unit
   tests against published reports (7B QLoRA on a T4, 7B full fine-tune on a 4090, 72B LoRA with ZeRO-3 on 8x80GB
   and on one 80 GB card).
 """

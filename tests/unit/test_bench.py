@@ -19,11 +19,16 @@ ROWS = [
 
 
 def test_synthesised_conversations_are_deterministic_multi_turn_and_mixed():
-    a = synth_conversations(ROWS, 50, seed=3)
-    assert a == synth_conversations(ROWS, 50, seed=3)
-    assert a != synth_conversations(ROWS, 50, seed=4)
+    a = synth_conversations(ROWS, 400, seed=3)
+    assert a == synth_conversations(ROWS, 400, seed=3)
+    assert a != synth_conversations(ROWS, 400, seed=4)
     turns = [sum(m["role"] == "assistant" for m in c["messages"]) for c in a]
     assert min(turns) == 1 and max(turns) == 8
+    # Skewed like chat logs: about half single-turn, mean near 2.3 turns.
+    assert 0.4 < turns.count(1) / len(turns) < 0.6
+    assert 1.9 < sum(turns) / len(turns) < 2.7
+    uniform = synth_conversations(ROWS, 400, seed=3, skew=0.0)
+    assert 3.9 < sum(sum(m["role"] == "assistant" for m in c["messages"]) for c in uniform) / 400 < 5.1
     for c in a:
         roles = [m["role"] for m in c["messages"]]
         assert roles[0] == "system" and roles.count("system") == 1

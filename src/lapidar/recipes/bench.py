@@ -71,17 +71,23 @@ class BenchSpec:
 # ---------------------------------------------------------------- data
 
 
-def synth_conversations(rows: list[dict], n: int, seed: int, max_turns: int = 8, min_turns: int = 1) -> list[dict]:
+def synth_conversations(
+    rows: list[dict], n: int, seed: int, max_turns: int = 8, min_turns: int = 1, skew: float = 1.5
+) -> list[dict]:
     """`n` multi-turn conversations, each min_turns..max_turns question/answer pairs drawn from `rows`
     (deterministic for `seed`).
 
-    The bundled claims rows are short (≈ 90 tokens); chaining several gives the mixed lengths of real
-    instruction data (≈ 90 to 600+ tokens, cut at max_length by the trainers).
+    The bundled claims rows are short (≈ 90 tokens); chaining several gives the mixed lengths of real instruction
+    data (≈ 90 to 600+ tokens, cut at max_length by the trainers). The number of turns k is drawn with weight
+    k^-skew: with 1.5, about half the conversations are single-turn and the mean is 2.3 turns, close to the 2.0 turns
+    per conversation of LMSYS-Chat-1M (Zheng et al. 2023, arXiv:2309.11998); skew 0 draws k uniformly.
     """
     rng = random.Random(seed)
+    counts = list(range(min_turns, max_turns + 1))
+    weights = [k**-skew for k in counts]
     out = []
     for _ in range(n):
-        picks = [rng.choice(rows) for _ in range(rng.randint(min_turns, max_turns))]
+        picks = [rng.choice(rows) for _ in range(rng.choices(counts, weights)[0])]
         system = [m for m in picks[0]["messages"] if m["role"] == "system"]
         turns = [m for row in picks for m in row["messages"] if m["role"] != "system"]
         out.append({"messages": system + turns})
@@ -107,7 +113,7 @@ def long_conversations(path: Path, n: int = 48, seed: int = 0) -> Path:
     """`n` conversations of 20-24 claims turns (≈ 1,500+ tokens): every row fills any max_length up to 1024, so
     every batch of a short run has the width the memory estimate assumes."""
     train_src, _ = bundled_example("claims")
-    rows = synth_conversations(_read_jsonl(train_src), n, seed, max_turns=24, min_turns=20)
+    rows = synth_conversations(_read_jsonl(train_src), n, seed, max_turns=24, min_turns=20, skew=0.0)
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
@@ -184,7 +190,16 @@ def matmul_peak(dtype_name: str = "bfloat16", n: int = 4096, seconds: float = 3.
 # ---------------------------------------------------------------- workers (run in their own process)
 
 
-def _encoded_order(spec: BenchSpec, tokenizer) -> tuple[list[list[Any]], list[Any]]:
+def _encoded_rows(spec: BenchSpec) -> list[Any]:
+    """The tokenised training rows (for the length statistics of the report)."""
+    from lapidar.models.loading import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(spec.model, spec.init))
+    batches, _ = _encoded_order(spec, tokenizer, all_batches=True)
+    return [e for b in batches for e in b]
+
+
+def _encoded_order(spec: BenchSpec, tokenizer, all_batches: bool = False) -> tuple[list[list[Any]], list[Any]]:
     """The training batches of lapidar's loader for epoch 0 (first `steps`), and the validation rows."""
     from lapidar.data.formats import load_examples
     from lapidar.data.tokenize import encode_conversation
@@ -196,7 +211,8 @@ def _encoded_order(spec: BenchSpec, tokenizer) -> tuple[list[list[Any]], list[An
         return [e for e in encoded if e.n_answer_tokens]
 
     train, val = encode(spec.train_file), encode(spec.val_file)
-    return _batches(train, spec.batch_size, spec.seed, True, padding_free=True)[: spec.steps], val
+    batches = _batches(train, spec.batch_size, spec.seed, True, padding_free=True)
+    return (batches if all_batches else batches[: spec.steps]), val
 
 
 class _Clock:
@@ -395,6 +411,7 @@ def _run_plain(spec: BenchSpec) -> dict:
         "evals": clock.evals,
         "precision": "bf16" if bf16 else "fp32",
         "tokens": [sum(len(e.input_ids) for e in b) for b in batches],
+        "positions": [len(b) * max(len(e.input_ids) for e in b) for b in batches],  # padding included
         "n_params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -502,6 +519,9 @@ def compare(results: dict[str, dict], peaks: dict[str, float]) -> dict:
         out["stacks"][stack]["time_to_target_s"] = _time_to(r, target)
     p, q = out["stacks"]["plain"], out["stacks"]["lapidar"]
     out["target_val_loss"] = target
+    plain = results["plain"]
+    if "positions" in plain:
+        out["plain_padding_share"] = 1 - sum(plain["tokens"]) / max(sum(plain["positions"]), 1)
     out["ratios"] = {
         "tokens_per_s": q["tokens_per_s"] / p["tokens_per_s"],
         "peak_rss": q["peak_rss_mib"] / p["peak_rss_mib"],
@@ -535,6 +555,13 @@ def print_report(console: Console, report: dict) -> None:
             s["precision"],
         )
     r = report["ratios"]
+    if "lengths" in report:
+        n = report["lengths"]
+        console.print(
+            f"training rows: {n['rows']}, tokens per row mean {n['mean']:.0f}, median {n['median']}, p90 {n['p90']}, "
+            f"max {n['max']} (cut at {report['spec']['max_length']}); padding in the plain recipe's timed batches: "
+            f"{100 * report.get('plain_padding_share', 0):.0f}% of positions"
+        )
     table.add_row(
         "lapidar / plain",
         f"{r['tokens_per_s']:.2f}x",
@@ -569,6 +596,7 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
         f"load average {os.getloadavg()[0]:.2f}"
     )
     results = {}
+    lengths = sorted(len(e.input_ids) for e in _encoded_rows(spec))
     for stack in STACKS:
         console.print(f"running {stack} ...")
         results[stack] = run_stack(stack, spec, output / f"{stack}.log")
@@ -578,6 +606,13 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
         "matmul_peak_fp32_gflops": peak_fp32,
         "native_bf16": native,
         "load_average": os.getloadavg(),
+        "lengths": {
+            "rows": len(lengths),
+            "mean": sum(lengths) / len(lengths),
+            "median": lengths[len(lengths) // 2],
+            "p90": lengths[int(0.9 * (len(lengths) - 1))],
+            "max": lengths[-1],
+        },
         **compare(results, {"bf16": peak, "fp32": peak_fp32}),
         "raw": results,
     }

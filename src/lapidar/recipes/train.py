@@ -39,6 +39,7 @@ from lapidar.models.attention import enable_padding_free
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import BASE_EOS
 from lapidar.models.tokens import NewTokens, add_new_tokens, init_new_rows, resize_embeddings
+from lapidar.training.hardware import return_freed_blocks
 from lapidar.training.loss import causal_lm_loss
 from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, progress_bar, read_metrics
 from lapidar.training.optim import build_optimizer
@@ -607,6 +608,10 @@ def load_prepared_model(run: RunData):
     """Load the base model the way the method needs it (quantised or not) and mark what trains."""
     cfg = run.cfg
     method = get_method(cfg.method)
+    if not torch.cuda.is_available():
+        # Training on CPU: freed activations go back to the OS instead of staying in glibc's heap (a third less
+        # peak memory on the 0.5B shape; see hardware.return_freed_blocks).
+        return_freed_blocks()
     # 4-bit compute in bf16 only where bf16 is asked for or native on the GPU; fp32 on CPU otherwise.
     bf16_compute = cfg.precision == "bf16" or (
         cfg.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()

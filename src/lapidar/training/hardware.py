@@ -13,7 +13,16 @@ from pathlib import Path
 
 from lapidar.errors import UserError
 
-__all__ = ["GPUS", "Device", "cpu_device", "find_gpu", "matmul_gflops", "parse_memory", "this_machine"]
+__all__ = [
+    "GPUS",
+    "Device",
+    "cpu_device",
+    "find_gpu",
+    "matmul_gflops",
+    "parse_memory",
+    "return_freed_blocks",
+    "this_machine",
+]
 
 GiB = 2**30
 
@@ -170,3 +179,31 @@ def this_machine(probe: bool = True, extra_available: float = 0.0) -> Device:
     except ImportError:
         pass
     return cpu_device(probe, extra_available)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def return_freed_blocks(threshold: int = 1 << 20) -> bool:
+    """Make glibc serve blocks of `threshold` bytes and more with mmap, so that freed tensors leave the process.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB): after the first training step
+    every activation-sized tensor comes from the heap, and the heap keeps the pages of freed temporaries — on CPU
+    the resident set grew by about as much again as the activations themselves (0.5B LoRA, batch 4 x 512: 13.5 GiB
+    instead of 9.8 GiB).
+    A fixed threshold turns that dynamic rule off. Costs a page fault per fresh page of each large tensor. Returns
+    False where there is no glibc (macOS, musl), and changes nothing there.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))

@@ -35,7 +35,6 @@ __all__ = [
     "ModelShape",
     "Plan",
     "activation_bytes",
-    "cpu_heap_retention",
     "estimate_memory",
     "flops_per_token",
     "layer_activation_bytes",
@@ -57,10 +56,9 @@ CPU_BASELINE = 600 * 2**20
 # On GPU: the CUDA context and kernels outside PyTorch's allocator, plus allocator slack.
 GPU_CONTEXT = int(0.75 * GiB)
 GPU_SLACK = 0.05
-# glibc serves activation-sized blocks (< 32 MiB) from its heap and keeps the pages of freed temporaries: on CPU the
-# resident set holds, on top of the saved activations, about 1.15x the activations a non-checkpointed step saves,
-# levelling off at 0.4x + 0.9 GiB (fitted on tiny and 0.5B runs; checkpointing does not remove it).
-CPU_HEAP_RETENTION = (1.15, 0.4, 0.9 * GiB)
+# No term for glibc's heap keeping freed activation temporaries: lapidar fixes the mmap threshold before training on
+# CPU (hardware.return_freed_blocks). With glibc's default dynamic threshold the resident set grew by about 1.15x
+# the activations of a step (0.5B LoRA, batch 4 x 512: 13.5 GiB instead of 9.8 GiB).
 BYTES_PER_DATA_TOKEN = 120  # tokenised rows held as Python lists (input ids + labels) plus the examples' text
 
 
@@ -344,8 +342,8 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
             extra += drop_down * ("down_proj" in targets)
         extra += 4 * plan.lora_r * len(targets)
     if plan.quant_bits is not None:
-        # bitsandbytes' matmul keeps its own copies of the linear inputs (and outputs) for the backward pass.
-        extra += 16 * h + 8 * i
+        # bitsandbytes' matmul keeps its own copies of the linear inputs for the backward pass.
+        extra += 8 * h + 4 * i
     if plan.weight_bytes == 2 and plan.quant_bits is None:
         # bf16 weights: the residual stream and saved tensors are bf16; RMSNorm still keeps fp32 copies.
         return (base + extra) / 2 + 8 * h
@@ -385,17 +383,6 @@ def activation_bytes(plan: Plan) -> tuple[float, float]:
     # The top layer's backward makes gradient buffers for its MLP and attention inputs.
     backward = tokens * (3 * s.intermediate + 4 * s.hidden) * act if per_layer else 0.0
     return saved, backward
-
-
-def cpu_heap_retention(plan: Plan) -> float:
-    """Resident memory glibc keeps from freed activation temporaries on CPU (see CPU_HEAP_RETENTION): a function
-    of the per-token activations a non-checkpointed step saves (weight copies excluded)."""
-    trainable, passing = _grad_path_layers(plan)
-    full = plan.tokens * (
-        trainable * layer_activation_bytes(plan, True) + passing * layer_activation_bytes(plan, False)
-    )
-    steep, slope, level = CPU_HEAP_RETENTION
-    return min(steep * full, slope * full + level)
 
 
 def logits_bytes(plan: Plan) -> float:
@@ -464,13 +451,12 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     phase = max(phases, key=lambda k: sum(phases[k]))
     g, a, lg, temp = phases[phase]
     if cpu:
-        # The heap pages glibc keeps stay resident through every moment of the step, the optimiser's included.
-        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + temp + cpu_heap_retention(plan)
+        overhead = CPU_BASELINE + plan.data_tokens * BYTES_PER_DATA_TOKEN + temp
         if plan.quant_bits is not None:
-            # Quantising reads every weight of the mmapped checkpoint (those pages stay resident), and the weights
-            # dequantised to fp32 at every matmul leave about a third of their size in glibc's heap.
+            # Quantising reads every weight of the mmapped checkpoint (those pages stay resident); bitsandbytes' CPU
+            # path keeps about half a byte more per quantised weight (measured residual, 0.5B shape).
             linear = s.layers * s.layer_linear_params
-            overhead += linear * plan.weight_bytes + linear * 4 / 3
+            overhead += linear * plan.weight_bytes + linear * 0.5
             notes.append("CPU: the checkpoint pages read while quantising stay in resident memory")
     else:
         overhead = GPU_CONTEXT + GPU_SLACK * (weights + trainable + states + g + a + lg) + temp
