@@ -78,6 +78,7 @@ def test_whitespace_keeps_indentation():
         ("Страховка покрывает ущерб от града?", "ru"),
         ("保険は雹の被害をカバーしますか", "ja"),
         ("ok", "und"),
+        ("the_car is2the best of_the policy", "en"),  # digits and underscores split words, as in non-ASCII text
     ],
 )
 def test_language_guess(text, lang):

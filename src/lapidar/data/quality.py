@@ -109,24 +109,26 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
+def _identity(ex: Example) -> tuple:
+    """What `exact_key` serialises, as a tuple: hashed and compared far faster than the JSON string."""
+
+    def turns(ms: list[dict] | None) -> tuple:
+        return tuple((m["role"], _collapse(m["content"])) for m in ms or [])
+
+    return (
+        ex.kind,
+        turns(ex.messages),
+        _collapse(ex.text or ""),
+        turns(ex.chosen),
+        turns(ex.rejected),
+        turns(ex.completion),
+        ex.label,
+    )
+
+
 def exact_key(ex: Example) -> str:
     """Identity of an example for exact-duplicate detection (whitespace runs count as one space)."""
-
-    def turns(ms: list[dict] | None) -> list:
-        return [(m["role"], _collapse(m["content"])) for m in ms or []]
-
-    return json.dumps(
-        [
-            ex.kind,
-            turns(ex.messages),
-            _collapse(ex.text or ""),
-            turns(ex.chosen),
-            turns(ex.rejected),
-            turns(ex.completion),
-            ex.label,
-        ],
-        ensure_ascii=False,
-    )
+    return json.dumps(_identity(ex), ensure_ascii=False)
 
 
 def near_text(ex: Example) -> str:
@@ -134,9 +136,13 @@ def near_text(ex: Example) -> str:
     return "\n".join(text for name, text in ex.fields() if name != "system")
 
 
+def _prompt_identity(ex: Example) -> tuple:
+    return tuple((m["role"], _collapse(m["content"])) for m in ex.prompt())
+
+
 def prompt_key(ex: Example) -> str:
     """Identity of an example's prompt (the turns before its final answer)."""
-    return json.dumps([(m["role"], _collapse(m["content"])) for m in ex.prompt()], ensure_ascii=False)
+    return json.dumps(_prompt_identity(ex), ensure_ascii=False)
 
 
 def label_of(ex: Example) -> str:
@@ -427,11 +433,14 @@ def _content_checks(out: _Collector, examples: list[Example]) -> None:
     )
 
 
-def _duplicate_checks(out: _Collector, examples: list[Example], near: bool, threshold: float) -> None:
-    first: dict[str, int] = {}
+def _duplicate_checks(
+    out: _Collector, examples: list[Example], near_texts: list[str], near: bool, threshold: float
+) -> None:
+    first: dict[tuple, int] = {}
     exact_refs, exact_details = [], []
+    keys = [_identity(ex) for ex in examples]
     for i, ex in enumerate(examples):
-        j = first.setdefault(exact_key(ex), i)
+        j = first.setdefault(keys[i], i)
         if j != i:
             exact_refs.append(ex.ref)
             exact_details.append(f"{ex.ref} = {examples[j].ref}")
@@ -444,11 +453,11 @@ def _duplicate_checks(out: _Collector, examples: list[Example], near: bool, thre
         exact_details,
     )
     if examples and examples[0].kind == "sft":
-        answers: dict[str, dict[str, str]] = defaultdict(dict)
+        answers: dict[tuple, dict[str, str]] = defaultdict(dict)
         for ex in examples:
-            key = prompt_key(ex)
-            if ex.prompt() and any(m["content"].strip() for m in ex.prompt() if m["role"] == "user"):
-                answers[key].setdefault(_collapse(ex.final_answer()), ex.ref)
+            prompt = ex.prompt()
+            if prompt and any(m["content"].strip() for m in prompt if m["role"] == "user"):
+                answers[_prompt_identity(ex)].setdefault(_collapse(ex.final_answer()), ex.ref)
         conflicts = [list(a.values()) for a in answers.values() if len(a) > 1]
         out.add(
             "conflicting-answers",
@@ -459,11 +468,7 @@ def _duplicate_checks(out: _Collector, examples: list[Example], near: bool, thre
             [" vs ".join(c[:3]) for c in conflicts],
         )
     if near:
-        pairs = [
-            p
-            for p in near_duplicate_pairs([near_text(e) for e in examples], threshold)
-            if exact_key(examples[p.a]) != exact_key(examples[p.b])
-        ]
+        pairs = [p for p in near_duplicate_pairs(near_texts, threshold) if keys[p.a] != keys[p.b]]
         uf = UnionFind(len(examples))
         for p in pairs:
             uf.union(p.a, p.b)
@@ -479,10 +484,10 @@ def _duplicate_checks(out: _Collector, examples: list[Example], near: bool, thre
 
 
 def _leakage_checks(out: _Collector, train: list[Example], val: list[Example], near: bool, threshold: float) -> None:
-    keys: dict[str, str] = {}
+    keys: dict[tuple, str] = {}
     for ex in train:
-        keys.setdefault(exact_key(ex), ex.ref)
-    exact = [(v, keys[exact_key(v)]) for v in val if exact_key(v) in keys]
+        keys.setdefault(_identity(ex), ex.ref)
+    exact = [(v, keys[k]) for v in val if (k := _identity(v)) in keys]
     out.add(
         "leakage-exact",
         "warning",
@@ -587,8 +592,8 @@ def _answer_checks(out: _Collector, examples: list[Example], labels: Counter[str
         )
 
 
-def _language_check(out: _Collector, examples: list[Example]) -> Counter[str]:
-    langs = [scan.guess_language(near_text(e)) for e in examples]
+def _language_check(out: _Collector, examples: list[Example], near_texts: list[str]) -> Counter[str]:
+    langs = [scan.guess_language(t) for t in near_texts]
     langs = ["unknown" if lang == "und" else lang for lang in langs]
     counts = Counter(langs)
     known = [k for k in counts if k != "unknown"]
@@ -622,10 +627,11 @@ def check(
     with ThreadPoolExecutor(1) as pool:
         stats_job = pool.submit(token_stats_batch, examples, tokenizer, max_length)
         _content_checks(content, examples)
-        _duplicate_checks(out, examples, near, near_threshold)
+        near_texts = [near_text(e) for e in examples]  # for near-duplicates and languages
+        _duplicate_checks(out, examples, near_texts, near, near_threshold)
         labels = classification_labels(examples)
         _answer_checks(out, examples, labels)
-        languages = _language_check(out, examples)
+        languages = _language_check(out, examples, near_texts)
         stats = stats_job.result()
     _length_checks(lengths, examples, stats, max_length)
     out.findings[:0] = content.findings + lengths.findings  # the report's order: content, lengths, the rest

@@ -259,6 +259,7 @@ _LANGUAGES_OF: dict[str, tuple[str, ...]] = {
     w: tuple(lang for lang, sw in _STOPWORDS.items() if w in sw) for w in set().union(*_STOPWORDS.values())
 }
 _WORD_RE = re.compile(r"[^\W\d_]+", re.U)
+_ASCII_WORD_RE = re.compile("[A-Za-z]+")  # the same words in ASCII text, found faster
 _NON_LATIN = re.compile("[^\x00-\u024f]")
 _SCRIPTS = (
     ("CJK", "zh"),
@@ -300,8 +301,8 @@ def guess_language(text: str) -> str:
             return "ja" if code == "zh" and ("ja" in scripts) else code
     scores = dict.fromkeys(_STOPWORDS, 0)
     # One lower() for all words: lower-casing never makes a space, so splitting at the joins gives each word's.
-    words = " ".join(m.group() for m in itertools.islice(_WORD_RE.finditer(text), 500)).lower().split(" ")
-    for word, n in collections.Counter(words).items():
+    words = " ".join((_ASCII_WORD_RE if text.isascii() else _WORD_RE).findall(text)[:500]).lower().split(" ")
+    for word, n in collections.Counter([w for w in words if w in _LANGUAGES_OF]).items():
         for lang in _LANGUAGES_OF.get(word, ()):
             scores[lang] += n
     best = max(scores, key=lambda k: scores[k])
