@@ -54,14 +54,10 @@ def _segment_attention(module, query, key, value, attention_mask, dropout=0.0, s
     return out.transpose(1, 2).contiguous(), None
 
 
-def _mask(*args, **kwargs):
-    # The mask transformers builds for a packed row is ignored by `_segment_attention` (it uses the boundaries),
-    # but generation and padded batches still need SDPA's own.
-    return sdpa_mask(*args, **kwargs)
-
-
 AttentionInterface.register(PADDING_FREE, _segment_attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(PADDING_FREE, _mask)
+# SDPA's own masks: generation and padded batches need them; for a packed row `_segment_attention` ignores the mask
+# transformers builds and uses the boundaries instead.
+ALL_MASK_ATTENTION_FUNCTIONS.register(PADDING_FREE, sdpa_mask)
 
 
 def supports_padding_free(model) -> bool:

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from lapidar.data.formats import bundled_example
 from lapidar.io import write_json, write_text
+from lapidar.training.hardware import cpu_native_bf16, matmul_gflops
 
 __all__ = [
     "BenchSpec",
@@ -164,27 +165,14 @@ def native_bf16() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return cpu_native_bf16()
 
 
-def matmul_peak(dtype_name: str = "bfloat16", n: int = 4096, seconds: float = 3.0) -> float:
-    """GFLOP/s of an `n x n` torch.matmul in `dtype_name` on this machine's CPU (or the current GPU)."""
+def matmul_peak(bf16: bool, n: int = 4096, seconds: float = 3.0) -> float:
+    """GFLOP/s of an `n x n` matmul (bf16 or fp32) on the current GPU, else this machine's CPU."""
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    torch.matmul(a, b)  # warm-up
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+    return matmul_gflops(bf16, n, seconds, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------- workers (run in their own process)
@@ -588,8 +576,8 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
     train_file, val_file = write_bench_data(output / "data", n_train, n_val, spec.seed)
     spec.train_file, spec.val_file = str(train_file.resolve()), str(val_file.resolve())
     resolve_model(spec.model, spec.init)  # build once here, not inside a timed worker
-    peak = matmul_peak("bfloat16")
-    peak_fp32 = matmul_peak("float32")
+    peak = matmul_peak(bf16=True)
+    peak_fp32 = matmul_peak(bf16=False)
     native = native_bf16()
     console.print(
         f"matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32 (native bf16: {native}); "

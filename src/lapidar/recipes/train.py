@@ -39,7 +39,7 @@ from lapidar.models.attention import enable_padding_free
 from lapidar.models.loading import RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import BASE_EOS
 from lapidar.models.tokens import NewTokens, add_new_tokens, init_new_rows, resize_embeddings
-from lapidar.training.hardware import return_freed_blocks
+from lapidar.training.hardware import cpu_native_bf16, return_freed_blocks
 from lapidar.training.loss import causal_lm_loss
 from lapidar.training.observers import EarlyStopping, MetricsLog, plot_losses, progress_bar, read_metrics
 from lapidar.training.optim import build_optimizer
@@ -233,8 +233,7 @@ def use_bf16(cfg: TrainConfig, n_params: int) -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     # On CPU, bf16 pays off only when large matmuls dominate and the CPU has native bf16 instructions.
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return n_params >= 100_000_000 and ("avx512_bf16" in flags or "amx_bf16" in flags)
+    return n_params >= 100_000_000 and cpu_native_bf16()
 
 
 def _batches(

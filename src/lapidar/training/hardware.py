@@ -17,6 +17,7 @@ __all__ = [
     "GPUS",
     "Device",
     "cpu_device",
+    "cpu_native_bf16",
     "find_gpu",
     "matmul_gflops",
     "parse_memory",
@@ -133,17 +134,26 @@ def _cpu_flags() -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def matmul_gflops(bf16: bool, n: int = 2048, seconds: float = 0.5) -> float:
-    """Best GFLOP/s of an `n x n` CPU matmul within `seconds` (bf16 or fp32), in this process's threads."""
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    flags = _cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def matmul_gflops(bf16: bool, n: int = 2048, seconds: float = 0.5, device: str = "cpu") -> float:
+    """Best GFLOP/s of an `n x n` matmul within `seconds` (bf16 or fp32) on `device` (CPU: in this process's
+    threads)."""
     import torch
 
     dtype = torch.bfloat16 if bf16 else torch.float32
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)  # warm-up
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t = time.perf_counter()
         torch.matmul(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
         best = max(best, 2 * n**3 / max(time.perf_counter() - t, 1e-9) / 1e9)
     return best
 
@@ -153,8 +163,7 @@ def cpu_device(probe: bool = True, extra_available: float = 0.0) -> Device:
     matmul throughput (skipped with probe=False)."""
     info = _meminfo()
     available = info.get("MemAvailable", info.get("MemTotal", 0)) + extra_available
-    flags = _cpu_flags()
-    has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    has_bf16 = cpu_native_bf16()
     fp32 = matmul_gflops(False) / 1000 if probe else 0.0
     bf16 = (matmul_gflops(True) / 1000 if probe else 0.0) if has_bf16 else None
     total = info.get("MemTotal", 0) / GiB
