@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from lapidar.commands import quiet_libraries
+from lapidar.config.options import config_options, flag_name
 from lapidar.errors import UserError
 
 __all__ = ["app", "main"]
@@ -25,91 +26,22 @@ err_console = Console(stderr=True)
 
 
 @app.command()
+@config_options()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config file; flags below override its values.")] = None,
-    model: Annotated[str | None, typer.Option(help="Preset (see `lapidar models`), hub id or directory.")] = None,
-    init: Annotated[
-        str | None, typer.Option(help="pretrained (default) or random (real shape, random weights).")
-    ] = None,
-    data: Annotated[str | None, typer.Option(help="Training data file, or example:claims.")] = None,
-    val_data: Annotated[str | None, typer.Option(help="Validation file (default: hold out 10%).")] = None,
-    output: Annotated[str | None, typer.Option(help="Run directory (default runs/<time>-<name>).")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name for the default output directory.")] = None,
-    method: Annotated[
-        str | None, typer.Option(help="lora (default), qlora, dora, full, freeze... (`lapidar methods`).")
-    ] = None,
-    objective: Annotated[str | None, typer.Option(help="auto (from the data), sft, pretrain, dpo or kto.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Forward passes per optimiser step.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha.")] = None,
-    target_modules: Annotated[
-        str | None, typer.Option(help="attention, mlp, all-linear or comma-separated module names.")
-    ] = None,
-    new_tokens: Annotated[
-        str | None,
-        typer.Option(help="Tokens to add and train: '<a>,<b>' or a file with one per line (see README)."),
-    ] = None,
-    train_embeddings: Annotated[
-        bool | None,
-        typer.Option(
-            "--train-embeddings/--no-train-embeddings",
-            help="LoRA/freeze: train the whole embedding and lm_head (memory-hungry).",
-        ),
-    ] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Validation loss every N steps.")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in evaluations (0 = off).")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw, adamw-8bit, adafactor, lion, galore, q-galore.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="cosine, linear or constant.")] = None,
-    warmup_ratio: Annotated[float | None, typer.Option(help="Share of steps warming the LR up.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
-    neftune_alpha: Annotated[float | None, typer.Option(help="NEFTune noise scale (e.g. 5).")] = None,
-    gradient_checkpointing: Annotated[
-        bool | None,
-        typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory."),
-    ] = None,
-    padding_free: Annotated[
-        bool | None,
-        typer.Option("--padding-free/--no-padding-free", help="One unpadded row per batch (default on)."),
-    ] = None,
-    beta: Annotated[float | None, typer.Option(help="dpo/kto strength of the reference pull.")] = None,
-    val_fraction: Annotated[
-        float | None, typer.Option(help="Share held out for validation without --val-data.")
-    ] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help="Dropout on the LoRA path.")] = None,
-    loraplus_lr_ratio: Annotated[float | None, typer.Option(help="lora-plus: LR multiplier for B.")] = None,
-    freeze_trainable_layers: Annotated[int | None, typer.Option(help="freeze: last N layers that train.")] = None,
-    max_grad_norm: Annotated[float | None, typer.Option(help="Gradient clipping norm.")] = None,
-    log_steps: Annotated[int | None, typer.Option(help="Write metrics every N steps.")] = None,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Every N steps, generate validation answers and log their metrics.")
-    ] = None,
-    eval_metrics: Annotated[str | None, typer.Option(help="Comma-separated metrics for --eval-every.")] = None,
-    report_to: Annotated[str | None, typer.Option(help="wandb and/or mlflow (comma-separated); offline works.")] = None,
-    keep_checkpoints: Annotated[int | None, typer.Option(help="Periodic checkpoints kept.")] = None,
-    force: Annotated[
-        bool | None, typer.Option("--force", help="Train even if the memory estimate says it cannot fit.")
-    ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue this run directory from its last checkpoint (other flags ignored).")
+        Path | None, typer.Option(help="Continue this run directory from its last checkpoint (no other flags).")
     ] = None,
+    **overrides: Any,
 ) -> None:
-    """Fine-tune a model; writes config, metrics, TensorBoard logs, loss.png, weights and summary.json."""
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    """Fine-tune a model; writes config, metrics, TensorBoard logs, loss.png, weights and summary.json.
+
+    Every config key is a flag (docs/config.md); a flag overrides the YAML value."""
     from lapidar.config import load_config
     from lapidar.recipes import train as recipe
 
     if resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None] + (
-            [str(config)] if config else []
-        )
+        given = [flag_name(k) for k, v in overrides.items() if v is not None] + ([str(config)] if config else [])
         if given:
             raise UserError(f"--resume continues a run with its saved config.yaml; drop {', '.join(given)}")
         cfg = recipe.resume_config(resume)

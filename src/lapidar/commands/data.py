@@ -166,7 +166,10 @@ def convert(
 @app.command()
 def split(
     file: Annotated[Path, typer.Argument(help="Data file or directory.")],
-    output_dir: Annotated[Path, typer.Option(help="Where train.* and validation.* are written.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "--output-dir", help="Directory where train.* and validation.* are written."),
+    ],
     val_fraction: Annotated[float, typer.Option(help="Share of rows for validation.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same split.")] = 0,
     near_threshold: Annotated[float, typer.Option(help="Similarity (0-1) that keeps rows together.")] = 0.8,
@@ -180,7 +183,7 @@ def split(
     _say_format(ds)
     result = run_split(ds, val_fraction, seed, threshold=near_threshold)
     suffix = file.suffix.lower() if file.is_file() else ".jsonl"
-    train_path, val_path = output_dir / f"train{suffix}", output_dir / f"validation{suffix}"
+    train_path, val_path = output / f"train{suffix}", output / f"validation{suffix}"
     _refuse_overwrite([file], train_path, val_path)
     write_rows(train_path, [ds.rows[i].value for i in result.train])
     write_rows(val_path, [ds.rows[i].value for i in result.val])

@@ -5,29 +5,44 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-__all__ = ["estimate"]
+from lapidar.config.options import config_options
+
+__all__ = ["ESTIMATE_FIELDS", "estimate"]
 
 console = Console()
 
 
+# The TrainConfig fields the memory and time model reads (recipes/estimate.py); each is also an estimate flag.
+ESTIMATE_FIELDS = (
+    "model",
+    "init",
+    "data",
+    "max_length",
+    "method",
+    "target_modules",
+    "lora_r",
+    "lora_dropout",
+    "freeze_trainable_layers",
+    "freeze_extra_modules",
+    "galore_rank",
+    "optimizer",
+    "batch_size",
+    "grad_accum",
+    "precision",
+    "gradient_checkpointing",
+    "padding_free",
+    "seed",
+)
+
+
+@config_options(ESTIMATE_FIELDS)
 def estimate(
     config: Annotated[Path | None, typer.Argument(help="YAML training config; flags below override it.")] = None,
-    model: Annotated[str | None, typer.Option(help="Preset (see `lapidar models`) or model directory.")] = None,
-    init: Annotated[str | None, typer.Option(help="pretrained (bf16 weights) or random (fp32 below 1B).")] = None,
-    method: Annotated[
-        str | None, typer.Option(help="lora, qlora, full, freeze, galore... (`lapidar methods`).")
-    ] = None,
-    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Forward passes per optimiser step.")] = None,
-    gradient_checkpointing: Annotated[
-        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations.")
-    ] = None,
     quant: Annotated[str | None, typer.Option(help="4bit or 8bit base under an adapter (QLoRA).")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs of the named device.")] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO stage over --gpus: 2 or 3 (0: plain data parallel).")] = 0,
@@ -37,14 +52,8 @@ def estimate(
     memory: Annotated[
         str | None, typer.Option(help="Memory of the device instead of a name, e.g. 24GB (GB = GiB here).")
     ] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    target_modules: Annotated[
-        str | None, typer.Option(help="attention, mlp, all-linear or comma-separated module names.")
-    ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw, adamw-8bit, adafactor, lion, galore.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
-    data: Annotated[str | None, typer.Option(help="Training data: real widths and the time per epoch.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+    **overrides: Any,
 ) -> None:
     """Estimate peak memory (weights, gradients, optimiser, activations, logits), the verdict for a device,
     the cheapest changes that make a run fit, and the time per epoch."""
@@ -56,20 +65,6 @@ def estimate(
 
     if quant not in (None, "4bit", "8bit"):
         raise UserError(f"--quant {quant!r}: use 4bit or 8bit")
-    overrides = {
-        "model": model,
-        "init": init,
-        "method": method,
-        "max_length": max_length,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "gradient_checkpointing": gradient_checkpointing,
-        "lora_r": lora_r,
-        "target_modules": target_modules,
-        "optimizer": optimizer,
-        "precision": precision,
-        "data": data,
-    }
     cfg = load_config(config, overrides)
     if cfg.data:
         quiet_libraries()
