@@ -62,12 +62,16 @@ def describe_bounds(info: FieldInfo) -> str:
 
 
 def _help(info: FieldInfo) -> str:
-    notes = [f"default: {describe_default(info)}"]
+    """The description, then what it does not already say: the default, the bounds, the list form."""
+    description = info.description or ""
+    notes = []
+    if info.get_default(call_default_factory=True) is not None or "default" not in description:
+        notes.append(f"default: {describe_default(info)}")
     if bounds := describe_bounds(info):
         notes.append(bounds)
-    if typing.get_origin(value_type(info)) is list:
+    if typing.get_origin(value_type(info)) is list and "comma-separated" not in description:
         notes.append("comma-separated")
-    return f"{info.description} ({'; '.join(notes)})"
+    return f"{description} ({'; '.join(notes)})" if notes else description
 
 
 def _annotation(name: str) -> Any:

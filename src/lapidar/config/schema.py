@@ -14,7 +14,7 @@ from pydantic_core import PydanticUndefined
 from lapidar.errors import UserError
 from lapidar.io import write_text
 
-__all__ = ["GROUPS", "TrainConfig", "field_group", "load_config", "save_yaml"]
+__all__ = ["GROUPS", "TrainConfig", "field_group", "load_config", "save_yaml", "setting"]
 
 Group = Literal["model", "data", "method", "objective", "optim", "schedule", "compute", "eval", "output"]
 
