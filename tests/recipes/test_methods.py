@@ -13,6 +13,7 @@ from lapidar.errors import UserError
 from lapidar.inference.generate import SamplingOptions, generate, load_for_inference
 from lapidar.methods import METHODS
 from lapidar.recipes import train
+from lapidar.training.loop import fit
 from tests.conftest import qa_rows, write_jsonl
 from tests.recipes.test_train_recipe import PAIRS
 
@@ -98,7 +99,7 @@ def test_frozen_weights_stay_bit_identical(method, data, tmp_path):
     model = train.load_prepared_model(run)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    train.fit(run, model, console)
+    fit(run, model)
     after = dict(model.named_parameters())
     assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
     changed = [n for n in before if n not in frozen and not torch.equal(before[n], after[n])]

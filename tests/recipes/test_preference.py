@@ -145,8 +145,8 @@ def test_nan_loss_names_the_step_and_suggests_a_lower_lr(tmp_path):
 
     from lapidar.config import TrainConfig
     from lapidar.errors import UserError
-    from lapidar.recipes.preference import fit_preference
     from lapidar.recipes.train import load_prepared_model, setup
+    from lapidar.training.loop import fit
 
     cfg = TrainConfig(
         data=str(DATA / "pairs_train.jsonl"), objective="dpo", output=str(tmp_path / "run"), max_steps=3, lr=0.5
@@ -158,7 +158,7 @@ def test_nan_loss_names_the_step_and_suggests_a_lower_lr(tmp_path):
     with torch.no_grad():  # a broken adapter: every log-prob it touches is NaN
         next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
     with pytest.raises(UserError, match=r"step 1\b.*lower --lr \(now 0.5\)"):
-        fit_preference(run, model, console)
+        fit(run, model)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["stop_reason"].startswith("diverged")
 
 

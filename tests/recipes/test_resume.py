@@ -85,3 +85,74 @@ def test_nan_loss_stops_with_clear_message_and_loadable_weights(tmp_path):
     assert "training diverged" in proc.stderr and "lower --lr" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"].startswith("diverged")
+
+
+@pytest.mark.parametrize(("objective", "data"), [("dpo", "pairs"), ("kto", "feedback")])
+def test_preference_runs_resume_after_kill_9_to_the_same_final_loss(objective, data, tmp_path):
+    # One loop for every objective: dpo and kto checkpoint and resume exactly like sft.
+    from tests.conftest import FIXTURES
+
+    files = FIXTURES / "preference"
+    common = ["train", "--data", str(files / f"{data}_train.jsonl"), "--val-data", str(files / f"{data}_val.jsonl"),
+              "--objective", objective, "--max-steps", "20", "--lr", "2e-3", "--batch-size", "2", "--eval-steps", "5",
+              "--save-steps", "2", "--seed", "3", "--log-steps", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(cli(*common, "--output", str(straight)), check=True, capture_output=True, timeout=900, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "step-000006" / "trainer_state.pt").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+
+    resumed = subprocess.run(
+        cli("train", "--resume", str(killed)), capture_output=True, text=True, timeout=900, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming" in resumed.stdout
+
+    a, b = metrics(straight), metrics(killed)
+    assert [r["step"] for r in a] == [r["step"] for r in b], "metrics.jsonl must not repeat or miss steps"
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss", "reward_margin", "val_reward_margin"):
+            if key in ra:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+    sa = json.loads((straight / "summary.json").read_text())
+    sb = json.loads((killed / "summary.json").read_text())
+    assert sb["steps"] == sa["steps"] == 20 and sb["resumed_from_step"] >= 6
+    assert sb["final_train_loss"] == pytest.approx(sa["final_train_loss"], rel=1e-4)
+    assert sb["final_val_loss"] == pytest.approx(sa["final_val_loss"], rel=1e-4)
+
+
+def test_progress_lines_reach_a_log_file(tmp_path):
+    # `lapidar train ... > log.txt`: stdout is not a terminal, so the plain sink writes one line per logging interval
+    # with step/total, loss, learning rate, tokens/s, elapsed time and ETA — while the run is going, not at the end.
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(PAIRS))
+    log = tmp_path / "log.txt"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cli("train", "--data", str(data), "--max-steps", "12", "--log-steps", "3", "--eval-steps", "6",
+                "--batch-size", "2", "--output", str(tmp_path / "run")),
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        seen_early = False
+        while proc.poll() is None:
+            if "step 3/12" in log.read_text() and not (tmp_path / "run" / "summary.json").exists():
+                seen_early = True
+            time.sleep(0.05)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("step ") and "/12" in line]
+    assert [line.split()[1] for line in lines] == ["3/12", "6/12", "9/12", "12/12"], text[-3000:]
+    for line in lines:
+        assert " loss " in line and " lr " in line and "tok/s" in line and "elapsed" in line and "eta" in line
+    assert seen_early, "progress must be written while the run is going"
+    assert "\x1b[" not in text, "no terminal escape codes in a log file"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lapidar.data.tokenize import IGNORE, collate
-from lapidar.recipes.preference import dpo_loss, encode_answer, kto_kl, kto_loss, sequence_logps
+from lapidar.training.objectives import dpo_loss, encode_answer, kto_kl, kto_loss, sequence_logps
 
 
 def sigmoid(x: float) -> float:

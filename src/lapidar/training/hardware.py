@@ -20,9 +20,12 @@ __all__ = [
     "cpu_native_bf16",
     "find_gpu",
     "matmul_gflops",
+    "native_bf16",
     "parse_memory",
+    "quant_compute_bf16",
     "return_freed_blocks",
     "this_machine",
+    "use_bf16",
 ]
 
 GiB = 2**30
@@ -138,6 +141,41 @@ def cpu_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
     flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_bf16() -> bool:
+    """Whether the device a run here uses computes bf16 natively (a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16/AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_native_bf16()
+
+
+def use_bf16(precision: str, n_params: int) -> bool:
+    """The one bf16 rule: whether a run trains under bf16 autocast.
+
+    `precision` is the config's `auto|fp32|bf16`. `auto` uses bf16 on a CUDA GPU that supports it, and on CPU only
+    when the CPU computes bf16 natively and the model is big enough (>= 100M parameters) for its matmuls to dominate:
+    emulated bf16 is several times slower than fp32, and on small models the conversions cost more than they save.
+    """
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return n_params >= 100_000_000 and cpu_native_bf16()
+
+
+def quant_compute_bf16(precision: str) -> bool:
+    """Compute dtype of a 4-bit base: bf16 where asked for, or `auto` on a GPU with bf16; fp32 on CPU otherwise."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
 
 
 def matmul_gflops(bf16: bool, n: int = 2048, seconds: float = 0.5, device: str = "cpu") -> float:

@@ -1,0 +1,59 @@
+"""Checkpoints: trained weights and the whole loop state, written atomically, for exact resume after kill -9."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from lapidar.errors import UserError
+from lapidar.io import atomic_dir
+
+__all__ = ["STATE_FILE", "latest_checkpoint", "load_checkpoint_weights", "save_checkpoint", "save_weights"]
+
+STATE_FILE = "trainer_state.pt"
+
+
+def save_weights(model, tokenizer, path: Path) -> None:
+    """Save trained weights (adapter or whole model) and, when given, the tokenizer, atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+
+
+def save_checkpoint(run_dir: Path, model, step: int, keep: int, state: dict) -> Path:
+    """Write weights + optimiser/scheduler/RNG/loop state into checkpoints/step-N atomically; keep the last `keep`."""
+    root = run_dir / "checkpoints"
+    path = root / f"step-{step:06d}"
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(str(tmp))
+        torch.save(state, tmp / STATE_FILE)
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (None if it has none)."""
+    done = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint_weights(model, path: Path, adapter: bool) -> None:
+    """Load a checkpoint's trained weights into `model` (a peft model for adapter methods)."""
+    from safetensors.torch import load_file
+
+    if adapter:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+        return
+    state: dict = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
+        raise UserError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, extra {unexpected[:3]})")

@@ -1,0 +1,437 @@
+"""The one training loop, for every objective (sft, pretrain, dpo, kto) and every front end.
+
+`fit(run, model, sinks, stop)` reads top to bottom: objective and optimiser -> schedule -> (resume) -> loop over
+accumulated steps -> evaluate / checkpoint / early-stop -> best weights -> summary. What differs between objectives
+is a registry entry (`training/objectives.py`); what the user sees is a set of event sinks (`training/events.py`);
+stopping is a `StopRequest` the caller sets — from a signal handler, a web request, another thread. The loop
+installs no signal handler and prints nothing itself, so it runs in a CLI, a web worker or a Ray worker alike.
+
+Exact resume: batches depend only on the seed and the epoch, and a checkpoint holds the optimiser, scheduler, RNG,
+early-stopping and loop state; a run killed with SIGKILL and resumed ends where the uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lapidar.data.batching import batches
+from lapidar.data.formats import Example
+from lapidar.errors import UserError
+from lapidar.evaluation.evaluate import generation_metrics
+from lapidar.evaluation.report import plot_generation_metrics
+from lapidar.io import write_json, write_text
+from lapidar.methods import get_method
+from lapidar.models.attention import enable_padding_free
+from lapidar.models.tokens import NewTokens
+from lapidar.training.checkpoint import (
+    STATE_FILE,
+    latest_checkpoint,
+    load_checkpoint_weights,
+    save_checkpoint,
+    save_weights,
+)
+from lapidar.training.events import EventBus, MetricsSink, Sink, TrackerSink
+from lapidar.training.hardware import use_bf16
+from lapidar.training.objectives import BatchLoss, Context, Objective, get_objective
+from lapidar.training.observers import EarlyStopping, plot_losses, read_metrics
+from lapidar.training.optim import build_optimizer
+from lapidar.training.schedule import lr_factor
+
+__all__ = ["RunData", "StopRequest", "TrainingDiverged", "evaluate", "fit", "neftune", "peak_rss_mib"]
+
+
+@dataclass
+class RunData:
+    """Everything the loop needs besides the model: config, run directory, tokenizer and the encoded data."""
+
+    cfg: Any  # lapidar.config.TrainConfig
+    run_dir: Path
+    source: Any  # lapidar.models.loading.ModelSource
+    tokenizer: Any
+    objective: str
+    train_examples: list[Example]
+    val_examples: list[Example]
+    train: list[Any]  # items encoded by the objective (Encoded rows/blocks, PreferenceRow)
+    val: list[Any]
+    data_format: str
+    notes: list[str] = field(default_factory=list)
+    trackers: Any = None  # W&B/MLflow (lapidar.training.trackers.Trackers), opened before the model loads
+    new_tokens: NewTokens = field(default_factory=NewTokens)  # --new-tokens, already added to `tokenizer`
+
+
+class StopRequest:
+    """A request to stop at the next step boundary (checkpoint first), settable from any thread or a signal handler."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "stop requested") -> None:
+        """Ask the loop to stop."""
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was requested."""
+        return self._event.is_set()
+
+
+class TrainingDiverged(UserError):
+    """The loss stopped being a number; the message says where the last good weights are and what to change."""
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def neftune(model, alpha: float) -> None:
+    """NEFTune (Jain et al. 2023, arXiv:2310.05914): uniform noise of scale alpha/sqrt(L*d) on input embeddings,
+    in training mode only."""
+
+    def hook(module, _inputs, output):
+        if module.training:
+            dims = output.size(1) * output.size(2)
+            output = output + torch.empty_like(output).uniform_(-1, 1) * (alpha / math.sqrt(dims))
+        return output
+
+    model.get_input_embeddings().register_forward_hook(hook)
+
+
+def _world_scale(units: int, device: torch.device) -> float:
+    """The factor a micro-batch's summed loss is multiplied by: world_size / (units of the step in all processes).
+
+    One process: 1 / units. Under data parallelism each process sees other rows and DDP averages gradients over
+    the processes, so the count is summed across them first; then every token (or example) of the global step
+    weighs the same.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.tensor([units], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(total)
+        return torch.distributed.get_world_size() / max(total.item(), 1.0)
+    return 1.0 / max(units, 1)
+
+
+class _Tally:
+    """Sums of a window's (or an evaluation's) losses, units, tokens and statistics."""
+
+    def __init__(self, state: dict | None = None) -> None:
+        state = state or {}
+        self.loss: float = state.get("loss", 0.0)
+        self.units: int = state.get("units", 0)
+        self.tokens: int = state.get("tokens", 0)
+        self.stats: dict[str, list[float]] = {k: list(v) for k, v in state.get("stats", {}).items()}
+
+    def add(self, out: BatchLoss) -> None:
+        self.loss += out.loss_sum.item()
+        self.units += out.units
+        self.tokens += out.tokens
+        for k, (s, n) in out.stats.items():
+            acc = self.stats.setdefault(k, [0.0, 0])
+            acc[0], acc[1] = acc[0] + s, acc[1] + n
+
+    def means(self) -> dict[str, float]:
+        out = {"loss": self.loss / max(self.units, 1)}
+        out.update({k: s / n for k, (s, n) in self.stats.items() if n})
+        if "rewards_chosen" in out and "rewards_rejected" in out:
+            out["reward_margin"] = out["rewards_chosen"] - out["rewards_rejected"]
+        return out
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "units": self.units, "tokens": self.tokens, "stats": self.stats}
+
+
+def _order(objective: Objective, items: list, batch_size: int, seed: int, shuffle: bool, padding_free: bool):
+    # Preference rows are never length-grouped (each batch holds 2n answers of mixed length anyway).
+    return batches(items, batch_size, seed, shuffle, padding_free or not objective.group_by_length, objective.length)
+
+
+@torch.no_grad()
+def evaluate(ctx: Context, objective: Objective, items: list, batch_size: int) -> dict[str, float]:
+    """Mean loss per unit (label token or example) and mean statistics over `items`, in eval mode, fixed batches."""
+    model = ctx.model
+    was_training = model.training
+    model.eval()
+    tally = _Tally()
+    # Padded evaluation batches are length-grouped (less padding); padding-free ones keep the file's order.
+    for batch in _order(objective, items, batch_size, 0, False, False):
+        tally.add(objective.batch(ctx, batch, "val"))
+    model.train(was_training)
+    return tally.means()
+
+
+def fit(
+    run: RunData,
+    model,
+    sinks: list[Sink] = (),  # type: ignore[assignment]
+    stop: StopRequest | None = None,
+    resume_from: Path | None = None,
+) -> dict:
+    """Train `model` (prepared by the method registry) on `run.train` with `run.objective`; returns the summary.
+
+    The best weights (lowest validation loss; the last ones without validation) go to `run_dir/adapter` or
+    `run_dir/model`; summary.json, metrics.jsonl, TensorBoard events and loss.png are written into the run directory.
+    """
+    cfg, tok = run.cfg, run.tokenizer
+    objective = get_objective(run.objective)
+    method = get_method(cfg.method)
+    device = next(model.parameters()).device
+    n_params = sum(p.numel() for p in model.parameters())
+    bf16 = use_bf16(cfg.precision, n_params)
+    if cfg.neftune_alpha:
+        neftune(model, cfg.neftune_alpha)
+    padding_free = cfg.padding_free and enable_padding_free(model)
+    ctx = Context(model, tok, cfg, bf16, padding_free)
+    objective_note = objective.start(ctx)  # before any checkpoint loads: a full-FT reference copies initial weights
+    optimizer = build_optimizer(model, cfg, method.optimizer)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    steps_per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.scheduler))
+    stopper = EarlyStopping(cfg.patience if run.val else None, cfg.min_delta)
+    weights_dir = run.run_dir / ("adapter" if method.adapter else "model")
+    save_every = cfg.save_steps or cfg.eval_steps
+
+    # Loop state: everything a checkpoint must hold to continue exactly where the run stopped.
+    step, epoch, next_group, tokens_seen = 0, 0, 0, 0
+    history: dict[str, Any] = {"initial": None, "last": None, "best_val_loss": None, "best_step": None}
+    window = _Tally()
+    torch.manual_seed(cfg.seed)
+    resumed_message = ""
+    if resume_from is not None:
+        state = torch.load(resume_from / STATE_FILE, weights_only=False)
+        load_checkpoint_weights(model, resume_from, method.adapter)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, next_group, tokens_seen = state["step"], state["epoch"], state["next_group"], state["tokens_seen"]
+        history, window = state["history"], _Tally(state["window"])
+        stopper.__dict__.update(state["stopper"])
+        torch.set_rng_state(state["torch_rng"])
+        # Forget what the interrupted run logged after this checkpoint; it will be logged again.
+        metrics = run.run_dir / "metrics.jsonl"
+        kept = [r for r in read_metrics(metrics) if r["step"] <= step] if metrics.exists() else []
+        write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        resumed_message = f"Resuming {run.run_dir} from {resume_from.name} (step {step} of {total_steps})"
+
+    def loop_state() -> dict:
+        return {
+            "step": step,
+            "epoch": epoch,
+            "next_group": next_group,
+            "tokens_seen": tokens_seen,
+            "history": history,
+            "window": window.state(),
+            "stopper": dict(stopper.__dict__),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    run_sinks: list[Sink] = [*sinks, MetricsSink(run.run_dir, purge_step=step + 1 if resume_from else None)]
+    if run.trackers is not None:
+        run_sinks.append(TrackerSink(run.trackers, cfg.model_dump()))
+    bus = EventBus(run_sinks)
+
+    def emit(kind: str, **fields: Any) -> None:
+        bus.emit(kind, step=step, total=total_steps, **fields)
+
+    if resumed_message:
+        emit("start", message=resumed_message)
+    n_trainable = sum(p.numel() for p in trainable)
+    header = (
+        f"Training {run.source.label}: {run.objective} with {cfg.method}, {n_trainable:,} of {n_params:,} parameters "
+        f"train ({100 * n_trainable / n_params:.2f}%); {len(run.train)} train / {len(run.val)} validation "
+        f"{objective.item_name}; {total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}"
+        f"{' (padding-free)' if padding_free else ''}; {objective_note + '; ' if objective_note else ''}"
+        f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
+    )
+    emit("start", message=header)
+    for note in run.notes:
+        emit("note", message=note)
+
+    def epoch_of(s: int) -> float:
+        return round(s / steps_per_epoch, 3)
+
+    def run_eval() -> None:
+        stats = evaluate(ctx, objective, run.val, cfg.batch_size)
+        val_loss = stats.pop("loss")
+        improved = stopper.update(step, val_loss)
+        record = {"epoch": epoch_of(step), "val_loss": val_loss, **{f"val_{k}": v for k, v in stats.items()}}
+        history["initial"] = history["initial"] or record
+        history["last"] = record
+        best = improved and step > 0
+        if best:
+            save_weights(model, tok, weights_dir)
+            history.update(best_val_loss=val_loss, best_step=step)
+        emit("eval", record=record, best=best)
+
+    generation_eval = bool(cfg.eval_every and objective.generates and run.val_examples)
+
+    def run_generation_eval() -> None:
+        # Answers generated for a few validation rows and scored (accuracy, ROUGE-L, ... by answer shape).
+        scores = generation_metrics(
+            model, tok, run.val_examples[: cfg.eval_rows], cfg.eval_metrics, max_new_tokens=None, bf16=bf16
+        )
+        record = {"epoch": epoch_of(step), **{f"val_{k}": v for k, v in scores.items()}, "_generated": list(scores)}
+        emit("eval", record=record)
+
+    model.train()
+    stop_reason = "reached max_steps" if cfg.max_steps else "finished all epochs"
+    diverged: str | None = None
+    interrupted = False
+    resumed_at, first_step = step, step
+    tokens_this_process = 0
+    window_start = started = time.perf_counter()
+    last_train: dict[str, float] = {}
+
+    def checkpoint() -> Path:
+        return save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
+
+    ok = False
+    try:
+        if run.val and step == 0:
+            run_eval()
+            if generation_eval:
+                run_generation_eval()
+        while step < total_steps and not stopper.should_stop and not diverged and not interrupted:
+            order = _order(objective, run.train, cfg.batch_size, cfg.seed + epoch, True, padding_free)
+            groups = [order[g : g + cfg.grad_accum] for g in range(0, len(order), cfg.grad_accum)]
+            while next_group < len(groups):
+                group = groups[next_group]
+                scale = _world_scale(sum(objective.units(item) for b in group for item in b), device)
+                for batch in group:
+                    out = objective.batch(ctx, batch, "train")
+                    if not torch.isfinite(out.loss_sum):
+                        diverged = f"the {run.objective} loss became {out.loss_sum.item()} at step {step + 1}"
+                        break
+                    (out.loss_sum * scale).backward()
+                    window.add(out)
+                    tokens_seen += out.tokens
+                    tokens_this_process += out.tokens
+                if diverged:
+                    bus.emit("step", step=step + 1, total=total_steps, record={"train_loss": out.loss_sum.item()})
+                    optimizer.zero_grad(set_to_none=True)
+                    break
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                next_group += 1
+
+                if step % cfg.log_steps == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    last_train = window.means()
+                    record = {
+                        "epoch": epoch_of(step),
+                        "train_loss": last_train["loss"],
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": window.tokens / max(elapsed, 1e-9),
+                        **{k: v for k, v in last_train.items() if k != "loss"},
+                    }
+                    bus.emit("step", step=step, total=total_steps, record={**record, "_first_step": first_step})
+                    window = _Tally()
+                    window_start = time.perf_counter()
+                if run.val and (step % cfg.eval_steps == 0 or step == total_steps):
+                    run_eval()
+                if generation_eval and cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+                    run_generation_eval()
+                if step % save_every == 0 or step == total_steps:
+                    emit("checkpoint", path=str(checkpoint()))
+                if stopper.should_stop:
+                    stop_reason = stopper.reason
+                    break
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
+                if step >= total_steps:
+                    break
+            if diverged or stopper.should_stop or interrupted or step >= total_steps:
+                break
+            epoch, next_group = epoch + 1, 0
+        ok = diverged is None
+    except KeyboardInterrupt:
+        interrupted = True
+        optimizer.zero_grad(set_to_none=True)
+        ok = True
+    finally:
+        if not ok and diverged is None:
+            bus.close(False)  # an unexpected error: the sinks are closed, the error goes on
+
+    if interrupted:
+        stop_reason = f"interrupted at step {step}"
+        ckpt = checkpoint()
+        emit(
+            "checkpoint",
+            path=str(ckpt),
+            message=f"Interrupted: checkpoint saved in {ckpt}; continue with --resume {run.run_dir}",
+        )
+    if diverged:
+        stop_reason = f"diverged: {diverged}"
+    elif history["best_step"] is None or not run.val:
+        # No validation (or it never beat the untrained model): the result is the last state.
+        save_weights(model, tok, weights_dir)
+    wall = time.perf_counter() - started
+    initial, last = history["initial"] or {}, history["last"] or {}
+    summary: dict[str, Any] = {
+        "model": run.source.label,
+        "random_init": run.source.random_init,
+        "method": cfg.method,
+        "objective": run.objective,
+        "data_format": run.data_format,
+        "train_rows": len(run.train),
+        "val_rows": len(run.val),
+        "steps": step,
+        "total_steps_planned": total_steps,
+        "epochs": epoch_of(step),
+        "tokens_seen": tokens_seen,
+        "final_train_loss": last_train.get("loss", float("nan")),
+        "initial_val_loss": initial.get("val_loss"),
+        "best_val_loss": history["best_val_loss"],
+        "best_step": history["best_step"],
+        "final_val_loss": last.get("val_loss"),
+    }
+    if run.objective in ("dpo", "kto"):
+        summary["beta"] = cfg.beta
+        for key in ("reward_margin", "reward_accuracy"):
+            summary[f"initial_val_{key}"] = initial.get(f"val_{key}")
+            summary[f"final_val_{key}"] = last.get(f"val_{key}")
+    summary.update(
+        {
+            "stop_reason": stop_reason,
+            "interrupted": interrupted,
+            "resumed_from_step": resumed_at or None,
+            "saved_weights": weights_dir.name,
+            "saved_from_step": history["best_step"] if history["best_step"] is not None else step,
+            "wall_time_s": round(wall, 1),
+            "tokens_per_s": round(tokens_this_process / max(wall, 1e-9), 1),
+            "peak_memory_mib": peak_rss_mib(),
+            "peak_memory_kind": "process RSS",
+            "precision": "bf16" if bf16 else "fp32",
+            "device": str(device),
+        }
+    )
+    if torch.cuda.is_available():
+        summary["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    write_json(run.run_dir / "summary.json", summary)
+    emit("finished", summary=summary)
+    bus.close(diverged is None)
+    title = f"{run.source.label} · {cfg.method}" + (f" · {run.objective}" if run.objective in ("dpo", "kto") else "")
+    plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", title)
+    plot_generation_metrics(run.run_dir)
+    if diverged:
+        good = weights_dir if weights_dir.exists() else latest_checkpoint(run.run_dir)
+        where = f"; the last good weights are in {good}" if good else ""
+        raise TrainingDiverged(f"training diverged: {diverged}{where}; lower --lr (now {cfg.lr}) and train again")
+    return summary
