@@ -240,7 +240,9 @@ def _run_lapidar(spec: BenchSpec) -> dict:
     import torch
 
     from lapidar.config import TrainConfig
+    from lapidar.data.batching import batches as loop_order
     from lapidar.recipes import train as recipe
+    from lapidar.training.loop import fit
 
     fields: dict[str, Any] = {
         "model": spec.model,
@@ -275,12 +277,12 @@ def _run_lapidar(spec: BenchSpec) -> dict:
     # The bench's own order must be the loop's order, or the comparison is meaningless.
     assert [e.input_ids for b in batches for e in b] == [
         e.input_ids
-        for b in recipe._batches(run.train, cfg.batch_size, cfg.seed, True, cfg.padding_free)[: spec.steps]
+        for b in loop_order(run.train, cfg.batch_size, cfg.seed, True, cfg.padding_free)[: spec.steps]
         for e in b
     ]
     clock = _Clock()
     run.trackers = clock
-    summary = recipe.fit(run, model, console)
+    summary = fit(run, model, [])
     return {
         "load_s": load_s,
         "steps": clock.steps,

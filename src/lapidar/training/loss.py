@@ -14,21 +14,18 @@ Cross-Entropy (Wijmans et al. 2024, arXiv:2411.09009), in plain PyTorch so that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from lapidar.data.tokenize import IGNORE
 
-__all__ = ["CHUNK", "FUSED_CHUNK", "causal_lm_loss", "decoder_and_head", "linear_cross_entropy"]
+__all__ = ["CHUNK", "FUSED_CHUNK", "causal_lm_loss", "label_forward", "linear_cross_entropy"]
 
 CHUNK = 2048  # label positions per vocabulary projection without fusion: 2048 x 151936 fp32 logits = 1.2 GB
 FUSED_CHUNK = 512  # label positions per fused projection: 512 x 151936 fp32 logits = 311 MB live at a time
-
-
-def decoder_and_head(model):
-    """The decoder stack and the lm_head of a (possibly peft-wrapped) Qwen2ForCausalLM."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model, base.lm_head
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -94,23 +91,56 @@ def linear_cross_entropy(h: torch.Tensor, head: torch.nn.Linear, targets: torch.
         return _LinearCrossEntropy.apply(h, head.weight, targets, dtype, chunk, need_h, need_w)
 
 
+def label_forward(model, batch: dict[str, torch.Tensor], reduce: Callable[[torch.Tensor, torch.Tensor, Any], Any]):
+    """Run the model's own forward and apply `reduce(h, keep, head)` to its final hidden states, inside it.
+
+    `batch` comes from `collate` (input_ids/attention_mask/labels [B, T]) or `collate_padding_free` (input_ids/
+    labels/position_ids [1, N] and cu_seq_lens_q). `reduce` gets the final-norm output `h` [B, T, H], the label mask
+    `keep` [B, T-1] (position t predicts token t+1) and the lm_head, and returns the loss or log-probs.
+
+    Why a hook on the final norm rather than calling the decoder and the head ourselves: the call goes through the
+    wrapped model's forward (peft, DDP, FSDP), so their hooks run — DDP's gradient sync, FSDP/ZeRO-3 gathering the
+    sharded head weight, which is unsharded only while the forward runs — and the projection onto the vocabulary
+    happens while it is. The model itself projects a single position (`logits_to_keep=1`), which costs nothing.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.lm_head
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    result: list[Any] = []
+
+    def hook(_module, _inputs, output):
+        result.append(reduce(output, keep, head))
+
+    handle = base.model.norm.register_forward_hook(hook)
+    try:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q") if k in batch}
+        # use_cache=False: Qwen2's config asks for a KV cache, which training would fill and never read.
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    if len(result) != 1:
+        raise RuntimeError(f"the model's final norm ran {len(result)} times in one forward; expected once")
+    return result[0]
+
+
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Return (summed token loss, number of label tokens) for a batch from `collate` (input_ids/attention_mask/labels
-    [B, T]) or `collate_padding_free` (input_ids/labels/position_ids [1, N] and cu_seq_lens_q)."""
-    decoder, head = decoder_and_head(model)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q") if k in batch}
-    # use_cache=False: Qwen2's config asks for a KV cache, which training would fill and never read.
-    out = decoder(**inputs, use_cache=False)
-    hidden = out.last_hidden_state
-    targets = batch["labels"][:, 1:]  # position t predicts token t+1
-    keep = targets != IGNORE
-    h = hidden[:, :-1][keep]  # [N, H], N = label tokens in the batch
-    y = targets[keep]  # [N]
-    if type(head) is torch.nn.Linear and head.bias is None:
-        return linear_cross_entropy(h, head, y), int(y.numel())
-    # A wrapped or quantised head: plain chunked projection, autograd keeps each chunk's log-softmax.
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for s in range(0, y.numel(), CHUNK):
-        logits = head(h[s : s + CHUNK]).float()  # [n, V]
-        total = total + F.cross_entropy(logits, y[s : s + CHUNK], reduction="sum")
-    return total, int(y.numel())
+    [B, T]) or `collate_padding_free` (input_ids/labels/position_ids [1, N] and cu_seq_lens_q).
+
+    The count is returned apart so that the caller can sum it over micro-batches and processes before normalising.
+    """
+    y = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE]  # [N], N = label tokens in the batch
+
+    def reduce(hidden: torch.Tensor, keep: torch.Tensor, head) -> torch.Tensor:
+        h = hidden[:, :-1][keep]  # [N, H]
+        if type(head) is torch.nn.Linear and head.bias is None:
+            return linear_cross_entropy(h, head, y)
+        # A wrapped or quantised head: plain chunked projection, autograd keeps each chunk's log-softmax.
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for s in range(0, y.numel(), CHUNK):
+            logits = head(h[s : s + CHUNK]).float()  # [n, V]
+            total = total + F.cross_entropy(logits, y[s : s + CHUNK], reduction="sum")
+        return total
+
+    return label_forward(model, batch, reduce), int(y.numel())

@@ -41,7 +41,7 @@ from lapidar.data.formats import Example, Message
 from lapidar.data.tokenize import IGNORE, Encoded, collate, collate_padding_free, encode_conversation
 from lapidar.errors import UserError, unknown_choice
 from lapidar.models.qwen import BASE_EOS
-from lapidar.training.loss import CHUNK, causal_lm_loss, decoder_and_head
+from lapidar.training.loss import CHUNK, causal_lm_loss, label_forward
 
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
@@ -223,27 +223,27 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     position_ids [1, N] and cu_seq_lens_q [S+1]). Like `causal_lm_loss`, only the label positions are projected
     onto the vocabulary, in chunks, so the `[S, T, 151936]` logits tensor is never built.
     """
-    decoder, head = decoder_and_head(model)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids", "cu_seq_lens_q") if k in batch}
-    hidden = decoder(**inputs, use_cache=False).last_hidden_state
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
-    keep = targets != IGNORE
     if "cu_seq_lens_q" in batch:
         bounds = batch["cu_seq_lens_q"].long()
         n_rows = bounds.numel() - 1
-        segment = torch.repeat_interleave(torch.arange(n_rows, device=hidden.device), bounds.diff())  # [N]
-        rows = segment[1:][keep[0]]  # each example's first label is IGNORE: t and t+1 share a segment
+        segment = torch.repeat_interleave(torch.arange(n_rows, device=targets.device), bounds.diff())  # [N]
+        rows = segment[1:][targets[0] != IGNORE]  # each example's first label is IGNORE: t and t+1 share a segment
     else:
-        n_rows = hidden.shape[0]
-        rows = keep.nonzero()[:, 0]  # [L]: which sequence each label token belongs to
-    h = hidden[:, :-1][keep]  # [L, H]
-    y = targets[keep]  # [L]
-    out = torch.zeros(n_rows, dtype=torch.float32, device=hidden.device)
-    for s in range(0, y.numel(), CHUNK):
-        logits = head(h[s : s + CHUNK]).float()  # [n, V]
-        token_logps = -F.cross_entropy(logits, y[s : s + CHUNK], reduction="none")  # [n]
-        out = out.index_add(0, rows[s : s + CHUNK], token_logps)
-    return out
+        n_rows = targets.shape[0]
+        rows = (targets != IGNORE).nonzero()[:, 0]  # [L]: which sequence each label token belongs to
+    y = targets[targets != IGNORE]  # [L]
+
+    def reduce(hidden: torch.Tensor, keep: torch.Tensor, head) -> torch.Tensor:
+        h = hidden[:, :-1][keep]  # [L, H]
+        out = torch.zeros(n_rows, dtype=torch.float32, device=hidden.device)
+        for s in range(0, y.numel(), CHUNK):
+            logits = head(h[s : s + CHUNK]).float()  # [n, V]
+            token_logps = -F.cross_entropy(logits, y[s : s + CHUNK], reduction="none")  # [n]
+            out = out.index_add(0, rows[s : s + CHUNK], token_logps)
+        return out
+
+    return label_forward(model, batch, reduce)
 
 
 # ---------------------------------------------------------------- dpo and kto: data
