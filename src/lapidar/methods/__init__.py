@@ -92,6 +92,12 @@ def _qlora(model, cfg: TrainConfig, token_ids: list[int]):
 
     # Casts norms to fp32 and makes the (frozen) embedding output require grad so that checkpointing works.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first eval-mode, no-grad forward (a
+    # validation pass), and that kernel's path then fails in training (`result += bias` on a leaf that requires grad).
+    # The repacking is an inference optimisation; a model being trained keeps the trainable layout.
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
     return _lora_with()(model, cfg, token_ids)
 
 
