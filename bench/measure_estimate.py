@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lapidar.config import TrainConfig
 from lapidar.recipes.bench import long_conversations, measure_peak
-from lapidar.recipes.estimate import estimate
+from lapidar.training.estimate import estimate
 
 HERE = Path(__file__).parent
 STORE = HERE / "estimate_measurements.json"

@@ -7,7 +7,7 @@ import pytest
 
 from lapidar.config import TrainConfig
 from lapidar.recipes.bench import long_conversations, measure_peak
-from lapidar.recipes.estimate import estimate
+from lapidar.training.estimate import estimate
 
 pytestmark = pytest.mark.recipe
 

@@ -8,7 +8,7 @@ import pytest
 from lapidar.config import TrainConfig
 from lapidar.errors import UserError
 from lapidar.models.presets import get_preset
-from lapidar.recipes.estimate import NO_FIT, estimate, fixes, verdict
+from lapidar.training.estimate import NO_FIT, estimate, fixes, verdict
 from lapidar.training.hardware import GPUS, find_gpu, parse_memory
 from lapidar.training.memory import GiB, ModelShape, Plan, estimate_memory, logits_bytes, lora_params
 
@@ -150,7 +150,7 @@ def test_a_named_preset_directory_that_is_not_here_uses_the_preset_shape():
 def test_check_fits_refuses_a_run_that_clearly_cannot_fit_here():
     from rich.console import Console
 
-    from lapidar.recipes.estimate import check_fits
+    from lapidar.training.estimate import check_fits
 
     console = Console(record=True, width=200)
     with pytest.raises(UserError, match=r"needs about .* --force"):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from lapidar.data.batching import batches as _batches
 from lapidar.data.tokenize import IGNORE, Encoded, collate, collate_padding_free
 from lapidar.models.attention import PADDING_FREE, enable_padding_free
 from lapidar.models.loading import load_model, resolve_model
-from lapidar.data.batching import batches as _batches
 from lapidar.training.loss import causal_lm_loss
 
 

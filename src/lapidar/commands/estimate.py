@@ -17,7 +17,7 @@ __all__ = ["ESTIMATE_FIELDS", "estimate"]
 console = Console()
 
 
-# The TrainConfig fields the memory and time model reads (recipes/estimate.py); each is also an estimate flag.
+# The TrainConfig fields the memory and time model reads (training/estimate.py); each is also an estimate flag.
 ESTIMATE_FIELDS = (
     "model",
     "init",
@@ -60,8 +60,8 @@ def estimate(
     from lapidar.commands import quiet_libraries
     from lapidar.config import load_config
     from lapidar.errors import UserError
-    from lapidar.recipes.estimate import estimate as run_estimate
-    from lapidar.recipes.estimate import print_report
+    from lapidar.training.estimate import estimate as run_estimate
+    from lapidar.training.estimate import print_report
 
     if quant not in (None, "4bit", "8bit"):
         raise UserError(f"--quant {quant!r}: use 4bit or 8bit")

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from lapidar.data.formats import bundled_example
 from lapidar.io import write_json, write_text
-from lapidar.training.hardware import cpu_native_bf16, matmul_gflops
+from lapidar.training.hardware import matmul_gflops, native_bf16
 
 __all__ = [
     "BenchSpec",
@@ -159,15 +159,6 @@ def _train_worker(cfg_path: Path, result_path: Path) -> None:
 # ---------------------------------------------------------------- machine ceiling
 
 
-def native_bf16() -> bool:
-    """Whether this machine computes bf16 natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_native_bf16()
-
-
 def matmul_peak(bf16: bool, n: int = 4096, seconds: float = 3.0) -> float:
     """GFLOP/s of an `n x n` matmul (bf16 or fp32) on the current GPU, else this machine's CPU."""
     import torch
@@ -189,9 +180,9 @@ def _encoded_rows(spec: BenchSpec) -> list[Any]:
 
 def _encoded_order(spec: BenchSpec, tokenizer, all_batches: bool = False) -> tuple[list[list[Any]], list[Any]]:
     """The training batches of lapidar's loader for epoch 0 (first `steps`), and the validation rows."""
+    from lapidar.data.batching import batches as _loop_batches
     from lapidar.data.formats import load_examples
     from lapidar.data.tokenize import encode_conversation
-    from lapidar.recipes.train import _batches
 
     def encode(path: str) -> list[Any]:
         examples, _ = load_examples(Path(path))
@@ -199,7 +190,7 @@ def _encoded_order(spec: BenchSpec, tokenizer, all_batches: bool = False) -> tup
         return [e for e in encoded if e.n_answer_tokens]
 
     train, val = encode(spec.train_file), encode(spec.val_file)
-    batches = _batches(train, spec.batch_size, spec.seed, True, padding_free=True)
+    batches = _loop_batches(train, spec.batch_size, spec.seed, True, padding_free=True)
     return (batches if all_batches else batches[: spec.steps]), val
 
 
@@ -300,9 +291,10 @@ def _run_plain(spec: BenchSpec) -> dict:
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
     from lapidar.config import TrainConfig
+    from lapidar.data.batching import batches as _loop_batches
     from lapidar.data.tokenize import IGNORE
     from lapidar.models.loading import load_tokenizer, resolve_model
-    from lapidar.recipes.train import _batches, use_bf16
+    from lapidar.training.hardware import use_bf16
 
     source = resolve_model(spec.model, spec.init)
     tokenizer = load_tokenizer(source)
@@ -332,7 +324,7 @@ def _run_plain(spec: BenchSpec) -> dict:
     cuda = torch.cuda.is_available()
     bf16 = spec.plain_bf16
     # Validation runs in the precision lapidar's own evaluation picks here, so both curves are measured alike.
-    eval_bf16 = use_bf16(TrainConfig.model_validate({}), sum(p.numel() for p in model.parameters()))
+    eval_bf16 = use_bf16(TrainConfig.model_validate({}).precision, sum(p.numel() for p in model.parameters()))
     args = TrainingArguments(
         output_dir=str(Path(spec.out_dir) / "plain-run"),
         per_device_train_batch_size=spec.batch_size,
@@ -362,7 +354,7 @@ def _run_plain(spec: BenchSpec) -> dict:
         # Sum over label tokens / label tokens, batched like lapidar's evaluate_loss.
         model.eval()
         total, count = 0.0, 0
-        for b in _batches(val, spec.batch_size, 0, shuffle=False):
+        for b in _loop_batches(val, spec.batch_size, 0, shuffle=False):
             batch = {
                 k: v.to(device) for k, v in collate([{"input_ids": e.input_ids, "labels": e.labels} for e in b]).items()
             }

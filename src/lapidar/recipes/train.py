@@ -33,6 +33,7 @@ from lapidar.methods import apply_method, get_method, quantization_config, resol
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
+from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks
 from lapidar.training.loop import RunData, StopRequest, TrainingDiverged, fit
@@ -241,8 +242,6 @@ def main(
     torch.manual_seed(cfg.seed)
     run = setup(cfg, console, resume=resume is not None)
     # Refuse (before any weights load) a run that clearly cannot fit this machine; --force overrides.
-    from lapidar.recipes.estimate import check_fits  # TODO(import-cycle): training.fit_check
-
     objective = get_objective(run.objective)
     rows = objective.memory_rows(run.train)
     check_fits(cfg.model_copy(update={"batch_size": cfg.batch_size * objective.rows_per_item}), console, rows)

@@ -178,9 +178,9 @@ def data_stats(encoded: list, batch_size: int, seed: int = 42, padding_free: boo
     A padding-free batch is one row of its examples' total length; its "width" here is that total spread over the
     batch (`Plan` counts batch x width positions).
     """
-    from lapidar.recipes.train import _batches
+    from lapidar.data.batching import batches as make_batches
 
-    batches = _batches(encoded, batch_size, seed, True, padding_free)
+    batches = make_batches(encoded, batch_size, seed, True, padding_free)
     if padding_free:
         widths = [-(-sum(len(e.input_ids) for e in b) // len(b)) for b in batches] or [0]
     else:
