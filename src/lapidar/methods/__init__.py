@@ -31,6 +31,12 @@ class Method:
     adapter: bool = True  # saves a peft adapter (else the whole model)
     quant: str | None = None  # "4bit" / "8bit": the base is loaded quantised with bitsandbytes
     optimizer: str | None = None  # the optimiser the method implies (galore, q-galore)
+    # What the optimiser needs: the method's own parameter groups, from the trainable (name, parameter) pairs
+    # (None: one group at the configured learning rate).
+    param_groups: Callable[[list[tuple[str, Any]], TrainConfig], list[dict[str, Any]]] | None = None
+    # What the memory estimate needs beyond `adapter`/`quant`/`optimizer` (training/memory.py):
+    partial: bool = False  # only some of the base's layers train (freeze)
+    dora: bool = False  # the adapter adds a magnitude vector per target (DoRA)
 
 
 def resolve_targets(names: list[str]) -> list[str]:
@@ -84,6 +90,13 @@ def _lora_with(**options: Any) -> Callable[[Any, TrainConfig, list[int]], Any]:
         return get_peft_model(model, lora)
 
     return prepare
+
+
+def _lora_plus_groups(named: list[tuple[str, Any]], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """LoRA+ (Hayou et al. 2024, arXiv:2402.12354): B learns `loraplus_lr_ratio` times faster than A."""
+    b = [p for n, p in named if "lora_B" in n]
+    rest = [p for n, p in named if "lora_B" not in n]
+    return [{"params": rest, "lr": cfg.lr}, {"params": b, "lr": cfg.lr * cfg.loraplus_lr_ratio}]
 
 
 def _qlora(model, cfg: TrainConfig, token_ids: list[int]):
@@ -154,11 +167,14 @@ def _freeze(model, cfg: TrainConfig, token_ids: list[int]):
 METHODS: dict[str, Method] = {
     "lora": Method(_lora_with(), "default: small adapter on attention+MLP; ~1% of weights train, quick and safe"),
     "lora-plus": Method(
-        _lora_with(), "LoRA with a higher LR for B (loraplus_lr_ratio): often converges faster at the same cost"
+        _lora_with(),
+        "LoRA with a higher LR for B (loraplus_lr_ratio): often converges faster at the same cost",
+        param_groups=_lora_plus_groups,
     ),
     "dora": Method(
         _lora_with(use_dora=True),
         "weight-decomposed LoRA (arXiv:2402.09353): closer to full fine-tuning quality at low rank; slower steps",
+        dora=True,
     ),
     "rslora": Method(
         _lora_with(use_rslora=True),
@@ -178,7 +194,10 @@ METHODS: dict[str, Method] = {
     "qlora-8bit": Method(_qlora, "LoRA on an 8-bit base: between LoRA and 4-bit QLoRA in memory", quant="8bit"),
     "full": Method(_full, "every weight trains: most capacity, ~16 bytes/parameter; small models or big GPUs", False),
     "freeze": Method(
-        _freeze, "only the last N layers (+ named modules) train: cheap transfer learning, no adapter", False
+        _freeze,
+        "only the last N layers (+ named modules) train: cheap transfer learning, no adapter",
+        False,
+        partial=True,
     ),
     "galore": Method(
         _full,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from lapidar.methods import Method, get_method
 from lapidar.training.loss import FUSED_CHUNK
 
 __all__ = [
@@ -47,8 +48,6 @@ __all__ = [
 GiB = 2**30
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
-ADAPTERS = ("lora", "lora-plus", "dora", "rslora", "pissa", "olora", "qlora", "qlora-8bit")
-FULL = ("full", "galore", "q-galore")
 
 # Resident memory of a CPU training process before the model: Python, torch, transformers, peft, the Qwen2.5
 # tokenizer, the loop's bookkeeping (measured: 0.53-0.60 GiB on Linux, torch 2.13).
@@ -179,14 +178,29 @@ class Plan:
         return self.tokens if self.label_tokens is None else min(self.label_tokens, self.tokens)
 
     @property
+    def method_entry(self) -> Method:
+        """The method's registry entry: what trains, how the base is held, which optimiser it implies."""
+        return get_method(self.method)
+
+    @property
     def adapter(self) -> bool:
         """Whether the method trains an adapter on a frozen base."""
-        return self.method in ADAPTERS
+        return self.method_entry.adapter
+
+    @property
+    def partial(self) -> bool:
+        """Whether only some of the base's layers train (freeze)."""
+        return self.method_entry.partial
 
     @property
     def quant_bits(self) -> str | None:
         """The base quantisation in effect: the flag, or the one the method implies."""
-        return self.quant or {"qlora": "4bit", "qlora-8bit": "8bit"}.get(self.method)
+        return self.quant or self.method_entry.quant
+
+    @property
+    def optimizer_in_effect(self) -> str:
+        """The method's own optimiser (galore, q-galore) if it implies one, else `optimizer`."""
+        return self.method_entry.optimizer or self.optimizer
 
     def with_(self, **changes) -> Plan:
         """A copy with some fields changed."""
@@ -259,16 +273,16 @@ def _freeze_params(plan: Plan) -> int:
 def trainable_params(plan: Plan) -> int:
     """How many parameters train."""
     if plan.adapter:
-        return lora_params(plan.shape, plan.lora_r, plan.targets, dora=plan.method == "dora")
-    if plan.method == "freeze":
+        return lora_params(plan.shape, plan.lora_r, plan.targets, dora=plan.method_entry.dora)
+    if plan.partial:
         return _freeze_params(plan)
     return plan.shape.n_params
 
 
 def _head_trains(plan: Plan) -> bool:
-    if plan.method in FULL:
+    if not plan.adapter and not plan.partial:
         return True
-    if plan.method == "freeze":
+    if plan.partial:
         return bool({"lm_head"} & set(plan.freeze_extra)) or (plan.shape.tied and "embed_tokens" in plan.freeze_extra)
     return False
 
@@ -287,7 +301,8 @@ def weight_bytes(plan: Plan) -> float:
 
 def _optimizer_bytes(plan: Plan, n_train: int, param_bytes: int) -> float:
     """Optimiser state. torch's AdamW keeps two states in the parameter's dtype."""
-    if plan.method in ("galore", "q-galore"):
+    optimizer = plan.optimizer_in_effect
+    if optimizer in ("galore", "q-galore"):
         # GaLore: Adam states of the projected [max(m, n), rank] gradient plus the [min(m, n), rank] projector for
         # the decoder's 2-D weights; plain AdamW states for everything else (embeddings, norms, biases).
         s = plan.shape
@@ -297,7 +312,7 @@ def _optimizer_bytes(plan: Plan, n_train: int, param_bytes: int) -> float:
             r = min(plan.galore_rank, a, b)
             projected += 2 * max(a, b) * r + min(a, b) * r
         rest = s.n_params - s.layers * s.layer_linear_params
-        return s.layers * projected * param_bytes + 2 * rest * (1 if plan.method == "q-galore" else param_bytes)
+        return s.layers * projected * param_bytes + 2 * rest * (1 if optimizer == "q-galore" else param_bytes)
     per_param = {
         "adamw": 2 * param_bytes,
         "adamw-8bit": 2 + 8 / 2048,  # two int8 states + fp32 block scales
@@ -353,7 +368,7 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
 def _grad_path_layers(plan: Plan) -> tuple[int, int]:
     """(layers on the gradient path whose weights train, layers that only pass gradients down)."""
     n = plan.shape.layers
-    if plan.method == "freeze":
+    if plan.partial:
         k = min(plan.freeze_layers, n)
         below = n - k if "embed_tokens" in plan.freeze_extra else 0
         return k, below
@@ -428,7 +443,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     # state: 2 x its size); on GPU the foreach kernels copy every state at once (1 x the trainable bytes).
     if plan.adapter:
         largest = max(s.module_dims(m)[0] * plan.lora_r for m in plan.targets) if plan.targets else 0
-    elif plan.method == "freeze" and not {"lm_head", "embed_tokens"} & set(plan.freeze_extra):
+    elif plan.partial and not {"lm_head", "embed_tokens"} & set(plan.freeze_extra):
         largest = s.hidden * s.intermediate
     else:
         largest = s.embedding_params

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lapidar.errors import UserError, unknown_choice
+from lapidar.methods import get_method
 
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
@@ -24,11 +25,9 @@ def param_groups(model, cfg: TrainConfig, optimizer: str) -> list[dict[str, Any]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise UserError(f"method {cfg.method!r} left no trainable parameters")
-    if cfg.method == "lora-plus":
-        # LoRA+ (Hayou et al. 2024, arXiv:2402.12354): B learns `loraplus_lr_ratio` times faster than A.
-        b = [p for n, p in named if "lora_B" in n]
-        rest = [p for n, p in named if "lora_B" not in n]
-        return [{"params": rest, "lr": cfg.lr}, {"params": b, "lr": cfg.lr * cfg.loraplus_lr_ratio}]
+    method = get_method(cfg.method)
+    if method.param_groups is not None:
+        return method.param_groups(named, cfg)
     if optimizer in ("galore", "q-galore"):
         proj = [p for n, p in named if p.dim() == 2 and any(t in n for t in _GALORE_TARGETS)]
         ids = {id(p) for p in proj}
