@@ -1,12 +1,12 @@
 """How much memory and time a training run needs, as lapidar's own training path spends them. Pure functions.
 
-The model follows `recipes/train.py` step by step rather than a generic rule of thumb:
+The model follows the training loop (`training/loop.py`, `training/loss.py`) step by step rather than a generic rule of thumb:
 
 - base weights stay in the dtype they were saved in (random-init presets: fp32 below 1B parameters, bf16 above;
   Qwen2.5 checkpoints: bf16); QLoRA keeps the decoder's linear layers in 4/8 bits and peft's
   `prepare_model_for_kbit_training` upcasts everything else (embeddings, lm_head, norms) to fp32;
 - adapters (LoRA, DoRA...) are fp32; gradients and AdamW states have the dtype of the parameter they belong to;
-- compute runs under bf16 autocast where `use_bf16` says so; autocast then keeps a bf16 copy of every linear
+- compute runs under bf16 autocast where `hardware.use_bf16` says so; autocast then keeps a bf16 copy of every linear
   weight of fp32 models for the backward pass;
 - the loss projects only label positions onto the vocabulary, FUSED_CHUNK rows at a time, with the gradient
   computed in the same pass (`training/loss.py`): one `[chunk, V]` fp32 buffer, never `[B, T, V]`;

@@ -1,4 +1,5 @@
-"""Observers of a training run: metric logging (metrics.jsonl + TensorBoard), early stopping, loss plot.
+"""Observers of a training run: metric logging (metrics.jsonl + TensorBoard, behind `events.MetricsSink`), early
+stopping, loss plot.
 
 They watch the loop; they never change its control flow except by answering `should_stop`.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["EarlyStopping", "MetricsLog", "plot_losses", "progress_bar"]
+__all__ = ["EarlyStopping", "MetricsLog", "plot_losses", "read_metrics"]
 
 
 class EarlyStopping:
@@ -110,22 +111,3 @@ def plot_losses(metrics_path: Path, out: Path, title: str) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(out)
-
-
-def progress_bar(console, label: str, *fields: str):
-    """A rich progress bar for a training loop: step count, `loss`, the extra task `fields`, tokens/s and ETA.
-
-    Tasks added to it must carry `loss`, `tps` and each name in `fields` as task fields.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold blue]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TimeRemainingColumn(),
-        console=console,
-    )
