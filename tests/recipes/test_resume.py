@@ -24,6 +24,21 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lapidar", *args]
 
 
+def kill_9_after(args: list[str], run, step: int, env=None) -> None:
+    """Start `lapidar train ARGS --output RUN`, SIGKILL it once checkpoint `step` is complete, check it left no summary."""
+    proc = subprocess.Popen(
+        cli(*args, "--output", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    deadline = time.time() + 600
+    while not (run / "checkpoints" / f"step-{step:06d}" / "trainer_state.pt").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists()
+
+
 def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -36,15 +51,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
     subprocess.run(cli(*common, "--output", str(straight)), check=True, capture_output=True, timeout=900)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "step-000012" / "trainer_state.pt").exists():
-        assert proc.poll() is None, "run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "summary.json").exists()
+    kill_9_after(common, killed, 12)
 
     resumed = subprocess.run(cli("train", "--resume", str(killed)), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
@@ -101,17 +108,7 @@ def test_preference_runs_resume_after_kill_9_to_the_same_final_loss(objective, d
     subprocess.run(cli(*common, "--output", str(straight)), check=True, capture_output=True, timeout=900, env=env)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "step-000006" / "trainer_state.pt").exists():
-        assert proc.poll() is None, "run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "summary.json").exists()
+    kill_9_after(common, killed, 6, env)
 
     resumed = subprocess.run(
         cli("train", "--resume", str(killed)), capture_output=True, text=True, timeout=900, env=env
