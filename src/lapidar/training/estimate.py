@@ -23,7 +23,7 @@ from rich.table import Table
 from lapidar.config import TrainConfig
 from lapidar.errors import UserError
 from lapidar.methods import get_method, resolve_targets
-from lapidar.training.hardware import Device, cpu_device, find_gpu, parse_memory, this_machine
+from lapidar.training.hardware import Device, bf16_rule, cpu_device, find_gpu, parse_memory, this_machine
 from lapidar.training.memory import (
     ATTENTION,
     MLP,
@@ -208,12 +208,12 @@ def _load_stats(cfg: TrainConfig) -> DataStats:
     except UserError:
         tokenizer = build_tokenizer("instruct")  # the shape is known but the model is not here: Qwen2.5's tokenizer
     if examples and examples[0].kind == "text":
-        ids = [len(tokenizer(e.text or "", add_special_tokens=False)["input_ids"]) + 1 for e in examples]
-        total = sum(ids)
-        blocks = [cfg.max_length] * (total // cfg.max_length) + ([total % cfg.max_length] if total % 16 else [])
-        from lapidar.data.tokenize import Encoded
+        from lapidar.data.batching import pack_texts
+        from lapidar.models.qwen import BASE_EOS
 
-        encoded = [Encoded([0] * n, [0] * n, False) for n in blocks if n >= 16]
+        # The very blocks training packs (same tokenizer, same block length).
+        texts = [e.text or "" for e in examples]
+        encoded = pack_texts(tokenizer, texts, cfg.max_length, tokenizer.convert_tokens_to_ids(BASE_EOS))
     else:
         encoded = [encode_conversation(tokenizer, e.messages, cfg.max_length, e.source) for e in examples]
         encoded = [e for e in encoded if e.n_answer_tokens]
@@ -250,10 +250,7 @@ def plan_from_config(
     shape, weight_bytes = model_shape(cfg.model, cfg.init)
     method = get_method(cfg.method)
     targets = tuple(resolve_targets(cfg.target_modules)) if method.adapter else ()
-    if cfg.precision == "auto":
-        bf16 = device.bf16 and (device.kind == "cuda" or shape.n_params >= 100_000_000)
-    else:
-        bf16 = cfg.precision == "bf16"
+    bf16 = bf16_rule(cfg.precision, shape.n_params, device.kind == "cuda", bool(device.bf16))
     seq_len, labels = cfg.max_length, None
     if stats is not None:
         seq_len, labels = min(stats.widest, cfg.max_length), stats.most_labels

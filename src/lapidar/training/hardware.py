@@ -16,6 +16,7 @@ from lapidar.errors import UserError
 __all__ = [
     "GPUS",
     "Device",
+    "bf16_rule",
     "cpu_device",
     "cpu_native_bf16",
     "find_gpu",
@@ -153,20 +154,25 @@ def native_bf16() -> bool:
     return cpu_native_bf16()
 
 
-def use_bf16(precision: str, n_params: int) -> bool:
-    """The one bf16 rule: whether a run trains under bf16 autocast.
+def bf16_rule(precision: str, n_params: int, on_gpu: bool, native: bool) -> bool:
+    """The one bf16 rule: whether a run trains under bf16 autocast, on a device described by `on_gpu`/`native`.
 
-    `precision` is the config's `auto|fp32|bf16`. `auto` uses bf16 on a CUDA GPU that supports it, and on CPU only
-    when the CPU computes bf16 natively and the model is big enough (>= 100M parameters) for its matmuls to dominate:
+    `precision` is the config's `auto|fp32|bf16`. `auto` uses bf16 on a GPU that supports it, and on CPU only when
+    the CPU computes bf16 natively and the model is big enough (>= 100M parameters) for its matmuls to dominate:
     emulated bf16 is several times slower than fp32, and on small models the conversions cost more than they save.
+    `lapidar estimate` asks it about other devices; training asks `use_bf16` about this one.
     """
-    import torch
-
     if precision != "auto":
         return precision == "bf16"
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    return n_params >= 100_000_000 and cpu_native_bf16()
+    return native and (on_gpu or n_params >= 100_000_000)
+
+
+def use_bf16(precision: str, n_params: int) -> bool:
+    """`bf16_rule` for the device a run here uses (the first CUDA GPU, else this CPU)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return bf16_rule(precision, n_params, on_gpu, native_bf16())
 
 
 def quant_compute_bf16(precision: str) -> bool:
