@@ -307,12 +307,13 @@ def _candidates(plan: Plan) -> list[tuple[str, str, Plan]]:
         out.append(("targets", change, plan.with_(targets=("q_proj", "v_proj"))))
     if plan.adapter and plan.quant_bits is None:
         out.append(("method", "--method qlora (4-bit base)", plan.with_(method="qlora", quant="4bit")))
-    if plan.method in ("full", "galore", "freeze"):
+    if not plan.adapter:  # full, galore, q-galore, freeze: the base itself trains
         all_linear = ATTENTION + MLP
         lora = plan.with_(method="lora", optimizer="adamw", targets=all_linear)
         out.append(("method", "--method lora (adapter on a frozen base)", lora))
         out.append(("method", "--method qlora (adapter on a 4-bit base)", lora.with_(method="qlora", quant="4bit")))
-    if plan.method == "full" and plan.optimizer == "adamw":
+    if not plan.adapter and not plan.partial and plan.optimizer_in_effect == "adamw":
+        # Full fine-tuning with plain AdamW (a method that implies its own optimiser keeps it).
         out.append(("optimizer", "--optimizer adamw-8bit", plan.with_(optimizer="adamw-8bit")))
     for length in (plan.seq_len // 2, plan.seq_len // 4):
         if length >= 128:
