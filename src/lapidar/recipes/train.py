@@ -13,7 +13,7 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -248,7 +248,7 @@ def main(
     model = load_prepared_model(run)
     own_stop = stop is None
     stop = stop or StopRequest()
-    with stop_on_signals(stop) if own_stop else _nothing():
+    with stop_on_signals(stop) if own_stop else nullcontext():
         try:
             summary = fit(run, model, sinks if sinks is not None else [console_sink(console)], stop, checkpoint)
         except TrainingDiverged:
@@ -257,11 +257,6 @@ def main(
     print_summary(console, summary, run.run_dir)
     print_findings(console, diagnose(run.run_dir))
     return summary, run.run_dir
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def resume_config(run_dir: Path) -> TrainConfig:

@@ -231,7 +231,7 @@ class MetricsSink:
             self.log.write({"step": event.step, **_visible(event.record)})
 
     def close(self, ok: bool) -> None:
-        self.log.close(ok)
+        self.log.close()
 
 
 class TrackerSink:

@@ -162,7 +162,7 @@ def evaluate(ctx: Context, objective: Objective, items: list, batch_size: int) -
     was_training = model.training
     model.eval()
     tally = _Tally()
-    # Padded evaluation batches are length-grouped (less padding); padding-free ones keep the file's order.
+    # Fixed batches, length-grouped where the objective groups (less padding when the batch is padded).
     for batch in _order(objective, items, batch_size, 0, False, False):
         tally.add(objective.batch(ctx, batch, "val"))
     model.train(was_training)
@@ -290,7 +290,7 @@ def fit(
     stop_reason = "reached max_steps" if cfg.max_steps else "finished all epochs"
     diverged: str | None = None
     interrupted = False
-    resumed_at, first_step = step, step
+    resumed_at = step
     tokens_this_process = 0
     window_start = started = time.perf_counter()
     last_train: dict[str, float] = {}
@@ -298,7 +298,6 @@ def fit(
     def checkpoint() -> Path:
         return save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
 
-    ok = False
     try:
         if run.val and step == 0:
             run_eval()
@@ -340,7 +339,7 @@ def fit(
                         "tokens_per_s": window.tokens / max(elapsed, 1e-9),
                         **{k: v for k, v in last_train.items() if k != "loss"},
                     }
-                    bus.emit("step", step=step, total=total_steps, record={**record, "_first_step": first_step})
+                    emit("step", record={**record, "_first_step": resumed_at})
                     window = _Tally()
                     window_start = time.perf_counter()
                 if run.val and (step % cfg.eval_steps == 0 or step == total_steps):
@@ -360,14 +359,12 @@ def fit(
             if diverged or stopper.should_stop or interrupted or step >= total_steps:
                 break
             epoch, next_group = epoch + 1, 0
-        ok = diverged is None
     except KeyboardInterrupt:
         interrupted = True
         optimizer.zero_grad(set_to_none=True)
-        ok = True
-    finally:
-        if not ok and diverged is None:
-            bus.close(False)  # an unexpected error: the sinks are closed, the error goes on
+    except BaseException:
+        bus.close(False)  # an unexpected error: the sinks are closed, the error goes on
+        raise
 
     if interrupted:
         stop_reason = f"interrupted at step {step}"

@@ -130,7 +130,8 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
 
     The count is returned apart so that the caller can sum it over micro-batches and processes before normalising.
     """
-    y = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE]  # [N], N = label tokens in the batch
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1
+    y = targets[targets != IGNORE]  # [N], N = label tokens in the batch
 
     def reduce(hidden: torch.Tensor, keep: torch.Tensor, head) -> torch.Tensor:
         h = hidden[:, :-1][keep]  # [N, H]

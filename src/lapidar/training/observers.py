@@ -47,12 +47,11 @@ class EarlyStopping:
 class MetricsLog:
     """Append one JSON object per record to metrics.jsonl and mirror scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, purge_step: int | None = None, trackers=None):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, purge_step: int | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
-        self.trackers = trackers  # lapidar.training.trackers.Trackers (W&B/MLflow) or None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -63,8 +62,6 @@ class MetricsLog:
         """Log one record (must contain `step`)."""
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self.trackers is not None:
-            self.trackers.log(record, record["step"])
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, int | float):
@@ -72,11 +69,9 @@ class MetricsLog:
                         key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, record["step"]
                     )
 
-    def close(self, ok: bool = True) -> None:
-        """Flush and close every sink (`ok` False marks tracker runs as failed)."""
+    def close(self) -> None:
+        """Flush and close metrics.jsonl and the TensorBoard writer."""
         self._file.close()
-        if self.trackers is not None:
-            self.trackers.finish(ok)
         if self._tb is not None:
             self._tb.close()
 
