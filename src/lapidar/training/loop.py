@@ -399,7 +399,7 @@ def fit(
         "best_step": history["best_step"],
         "final_val_loss": last.get("val_loss"),
     }
-    if run.objective in ("dpo", "kto"):
+    if objective.preference:
         summary["beta"] = cfg.beta
         for key in ("reward_margin", "reward_accuracy"):
             summary[f"initial_val_{key}"] = initial.get(f"val_{key}")
@@ -424,7 +424,7 @@ def fit(
     write_json(run.run_dir / "summary.json", summary)
     emit("finished", summary=summary)
     bus.close(diverged is None)
-    title = f"{run.source.label} · {cfg.method}" + (f" · {run.objective}" if run.objective in ("dpo", "kto") else "")
+    title = f"{run.source.label} · {cfg.method}" + (f" · {run.objective}" if objective.preference else "")
     plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", title)
     plot_generation_metrics(run.run_dir)
     if diverged:

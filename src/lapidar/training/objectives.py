@@ -120,7 +120,8 @@ class Objective:
     """One training objective.
 
     encode(tokenizer, examples, cfg, notes, what) -> items · units(item) -> how many loss units it carries ·
-    length(item) -> tokens, for batching · start(ctx) -> ctx with what the objective needs (a reference) ·
+    length(item) -> tokens, for batching · start(ctx) -> sets up what the objective needs (a reference) and returns
+    a line for the run header ("" = nothing to say) ·
     batch(ctx, items, split) -> BatchLoss · memory_rows(items) -> the Encoded rows one batch puts through the model,
     per item, for the memory estimate.
     """
@@ -130,9 +131,10 @@ class Objective:
     length: Callable[[Any], int]
     batch: Callable[[Context, Sequence[Any], str], BatchLoss]
     item_name: str  # "rows", "blocks", "pairs", "rated rows"
-    start: Callable[[Context], str] = lambda ctx: ""  # returns a line for the run header ("" = nothing to say)
+    start: Callable[[Context], str] = lambda ctx: ""
     group_by_length: bool = True  # padded batches sorted by length within windows (sft/pretrain)
     generates: bool = False  # answers can be generated and scored during training (--eval-every)
+    preference: bool = False  # compared with a reference: the summary carries beta and the reward statistics
     memory_rows: Callable[[Sequence[Any]], list[Encoded]] = lambda items: list(items)
     rows_per_item: int = 1
 
@@ -453,6 +455,7 @@ OBJECTIVES: dict[str, Objective] = {
         "pairs",
         start=_start_reference,
         group_by_length=False,
+        preference=True,
         memory_rows=_answers,
         rows_per_item=2,
     ),
@@ -464,6 +467,7 @@ OBJECTIVES: dict[str, Objective] = {
         "rated rows",
         start=_start_reference,
         group_by_length=False,
+        preference=True,
         memory_rows=_answers,
         rows_per_item=2,  # the rated answers and their mismatched pairs
     ),
