@@ -16,6 +16,7 @@ Four kinds of data come out, so a training objective can pick what it understand
 
 from __future__ import annotations
 
+import contextvars
 import importlib.resources
 import json
 from collections.abc import Callable
@@ -66,6 +67,9 @@ class Example:
     label: bool | None = None  # feedback: True = good (👍), False = bad (👎)
     tools: list[Any] | None = None  # function-calling tool specs the conversation may use
     ref: str = ""  # "line 3", or "sub/a.jsonl: line 3" in a directory — how reports point at the row
+    # What reading and converting the row changed, each naming the field (a number read as text, a key given twice);
+    # never silent: the quality report lists them as warnings.
+    notes: tuple[str, ...] = ()
 
     def conversations(self) -> list[list[Message]]:
         """The full conversations a model would be trained on (prompt + each answer); none for raw text."""
@@ -137,14 +141,26 @@ def bundled_example(name: str) -> tuple[Path, Path]:
 # ---------------------------------------------------------------- field helpers
 
 
+# Notes on the row being converted (see `Example.notes`); `convert_rows` sets a fresh list for each row.
+_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_NOTES", default=None)
+
+
+def _note(text: str) -> None:
+    notes = _NOTES.get()
+    if notes is not None and text not in notes:
+        notes.append(text)
+
+
 def _text(value: Any, where: str, field: str) -> str:
-    """A text field; null counts as empty (the quality report flags it), numbers become text."""
+    """A text field; null counts as empty (the quality report flags it), numbers become text (noted on the row)."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):
-        return str(value)
+        text = str(value)
+        _note(f"field {field!r}: expected text, got {json_type(value)} ({json.dumps(value)}); read as the text {text!r}")
+        return text
     raise UserError(f"{where}: field {field!r}: expected text, got {json_type(value)}")
 
 
@@ -564,8 +580,13 @@ def convert_rows(
                 f"{row.where}: missing field {missing[0]!r} (the file is in {fmt} format, which needs "
                 f"{', '.join(spec.keys)}); fix the row or remove it"
             )
-        fields = spec.convert(value, row.where)
-        examples.append(Example(**fields, source=row.where, kind=spec.kind, ref=row.ref))
+        notes: list[str] = list(row.notes)
+        token = _NOTES.set(notes)
+        try:
+            fields = spec.convert(value, row.where)
+        finally:
+            _NOTES.reset(token)
+        examples.append(Example(**fields, source=row.where, kind=spec.kind, ref=row.ref, notes=tuple(notes)))
     return examples
 
 

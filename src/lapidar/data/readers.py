@@ -35,6 +35,9 @@ class Row:
     value: Any
     path: Path
     ref: str  # "line 3" / "row 3", or "sub/a.jsonl: line 3" when the input is a directory
+    # What reading changed or could not keep, each naming the field: "field 'instruction': the key appears twice ...".
+    # The quality report shows them as warnings and `data clean` says what it does about them.
+    notes: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
