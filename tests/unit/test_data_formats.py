@@ -64,7 +64,7 @@ def test_sharegpt_tools_function_calls_and_observations():
     assert first.messages[2]["content"] == (
         '<tool_call>\n{"name": "lookup_policy", "arguments": {"number": "HM-1002"}}\n</tool_call>'
     )
-    assert first.tools and first.tools[0]["name"] == "lookup_policy"
+    assert first.tools and first.tools[0]["function"]["name"] == "lookup_policy"  # wrapped as OpenAI writes it
     assert first.source.endswith("sharegpt.json: row 1") and first.ref == "row 1"
 
 

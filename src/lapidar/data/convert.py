@@ -63,6 +63,12 @@ def _alpaca_prompt(ex: Example, turns: list[Message]) -> dict[str, Any]:
 def _to_alpaca(ex: Example) -> dict[str, Any]:
     if ex.kind == "text":
         raise UserError(f"{ex.source}: raw text has no conversation to convert")
+    weighted = [i for i, m in enumerate(ex.messages) if "weight" in m]
+    if weighted:
+        raise UserError(
+            f"{ex.source}: message {weighted[0]} has a loss weight ({ex.messages[weighted[0]]['weight']}), which "
+            "alpaca cannot hold; convert to messages or sharegpt instead"
+        )
     if ex.kind == "sft":
         if not ex.messages or ex.messages[-1]["role"] != "assistant":
             raise UserError(f"{ex.source}: alpaca needs the conversation to end with an assistant answer")
@@ -80,11 +86,20 @@ _FROM = {"user": "human", "assistant": "gpt", "tool": "observation"}
 _TOOL_CALL = re.compile(r"\A<tool_call>\n(.*)\n</tool_call>\Z", re.S)
 
 
-def _sharegpt_turn(m: Message) -> dict[str, str]:
+def _sharegpt_turn(m: Message) -> dict[str, Any]:
+    # A turn's loss weight travels as Axolotl writes it in ShareGPT rows (`weight`: 0 or 1).
+    weight = {"weight": m["weight"]} if "weight" in m else {}
     call = _TOOL_CALL.match(m["content"]) if m["role"] == "assistant" else None
-    if call:  # a lone tool call is ShareGPT's `function_call` turn
-        return {"from": "function_call", "value": call.group(1)}
-    return {"from": _FROM[m["role"]], "value": m["content"]}
+    if call:  # an answer that is only tool calls is ShareGPT's `function_call` turn
+        blocks = call.group(1).split("\n</tool_call>\n<tool_call>\n")
+        try:  # several calls: LLaMA-Factory's JSON list of {name, arguments}
+            value = (
+                call.group(1) if len(blocks) == 1 else json.dumps([json.loads(b) for b in blocks], ensure_ascii=False)
+            )
+        except json.JSONDecodeError:
+            value = call.group(1)
+        return {"from": "function_call", "value": value, **weight}
+    return {"from": _FROM[m["role"]], "value": m["content"], **weight}
 
 
 def _to_sharegpt(ex: Example) -> dict[str, Any]:

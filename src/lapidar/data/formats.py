@@ -40,13 +40,22 @@ __all__ = [
     "detect_format",
     "load_dataset",
     "load_examples",
+    "normalize_tools",
     "parse_columns",
     "parse_label",
     "require_kind",
+    "trains",
 ]
 
-Message = dict[str, str]
+# One turn: {"role", "content"} (both text), and "weight" (0 or 1) only where it differs from the role's default —
+# see `trains`.
+Message = dict[str, Any]
 KINDS = ("sft", "text", "preference", "feedback")
+
+
+def trains(message: Message) -> bool:
+    """Whether a turn carries loss: an assistant turn unless its weight is 0, any other turn only with weight 1."""
+    return bool(message.get("weight", 1 if message["role"] == "assistant" else 0))
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ class Example:
             ]
         if self.kind == "feedback":
             return [("completion", m["content"]) for m in self.completion or [] if m["role"] == "assistant"]
-        return [("assistant", m["content"]) for m in self.messages if m["role"] == "assistant"]
+        # Weight-0 answers are context (OpenAI's and Axolotl's per-message weights): nothing is learnt from them.
+        return [("assistant", m["content"]) for m in self.messages if m["role"] == "assistant" and trains(m)]
 
     def final_answer(self) -> str:
         """The answer that ends the example (the chosen one for preference rows)."""
@@ -102,8 +112,8 @@ class Example:
         """The turns before the final answer."""
         if self.kind in ("preference", "feedback"):
             return self.messages
-        last = max((i for i, m in enumerate(self.messages) if m["role"] == "assistant"), default=len(self.messages))
-        return self.messages[:last]
+        trained = [i for i, m in enumerate(self.messages) if m["role"] == "assistant" and trains(m)]
+        return self.messages[: trained[-1] if trained else len(self.messages)]
 
     def fields(self) -> list[tuple[str, str]]:
         """`(field, text)` of every piece of text in the example (field = role, or chosen/rejected/...)."""
@@ -163,7 +173,9 @@ def _text(value: Any, where: str, field: str) -> str:
         return value
     if isinstance(value, bool | int | float):
         text = str(value)
-        _note(f"field {field!r}: expected text, got {json_type(value)} ({json.dumps(value)}); read as the text {text!r}")
+        _note(
+            f"field {field!r}: expected text, got {json_type(value)} ({json.dumps(value)}); read as the text {text!r}"
+        )
         return text
     raise UserError(f"{where}: field {field!r}: expected text, got {json_type(value)}")
 
@@ -202,56 +214,167 @@ _ROLES = {
 
 
 def _tool_call_text(payload: Any) -> str:
-    """A tool call as Qwen2.5's chat template writes it: `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`."""
+    """Tool calls as Qwen2.5's chat template writes them: `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`.
+
+    Byte for byte what the template renders for structured `tool_calls` (its `tojson` is `json.dumps` with
+    `ensure_ascii=False`); a list (LLaMA-Factory's parallel calls in one `function_call` turn) gives one block per
+    call, joined by a newline as the template joins them.
+    """
+    if isinstance(payload, list):
+        return "\n".join(_tool_call_text(call) for call in payload)
     if isinstance(payload, str):
         return f"<tool_call>\n{payload.strip()}\n</tool_call>"
     return f"<tool_call>\n{json.dumps(payload, ensure_ascii=False)}\n</tool_call>"
 
 
-def _content(value: Any, where: str, field: str) -> str:
-    """Message content: text, or OpenAI-style parts `[{type: text, text: ...}]` (text parts only)."""
-    if isinstance(value, list):
-        parts = []
-        for j, part in enumerate(value):
-            if not (isinstance(part, dict) and part.get("type") == "text"):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise UserError(f"{where}: field '{field}[{j}]': only text parts are supported, got {kind!r}")
-            parts.append(_text(part.get("text"), where, f"{field}[{j}].text"))
-        return "".join(parts)
-    return _text(value, where, field)
+# Where other tools keep a content part's text: OpenAI/TRL `text`, LLaMA-Factory/Axolotl-style `value`, `content`.
+_TEXT_KEYS = ("text", "value", "content")
+_TEXT_PARTS = ("text", "input_text", "output_text")  # OpenAI chat parts, and the Responses API's names
+_REASONING_PARTS = ("reasoning", "thinking")  # Anthropic: {"type": "thinking", "thinking": ...}
+
+
+def _part_text(part: dict, where: str, field: str, kind: str) -> str:
+    for key in (*_TEXT_KEYS, kind):
+        if key in part:
+            return _text(part[key], where, f"{field}.{key}")
+    raise UserError(
+        f"{where}: field {field!r}: a {kind!r} part holds its text under 'text' (or 'value', 'content'); this part "
+        f"has the keys {sorted(part)}"
+    )
+
+
+def _content(value: Any, where: str, field: str) -> tuple[str, str]:
+    """Message content as (text, reasoning): text, or parts `[{type: text, text|value|content: ...}, ...]`.
+
+    Reasoning parts (`type: reasoning|thinking`) come back apart, for the caller to place; any other part (an
+    image, audio) is an error naming its type.
+    """
+    if not isinstance(value, list):
+        return _text(value, where, field), ""
+    texts, reasoning = [], []
+    for j, part in enumerate(value):
+        f = f"{field}[{j}]"
+        if not isinstance(part, dict):
+            raise UserError(
+                f"{where}: field {f!r}: expected a content part {{type: text, text: ...}}, got {json_type(part)}"
+            )
+        kind = part.get("type", "text")  # a part with no type but with text is read as text
+        if kind in _TEXT_PARTS:
+            texts.append(_part_text(part, where, f, kind))
+        elif kind in _REASONING_PARTS:
+            reasoning.append(_part_text(part, where, f, kind))
+        else:
+            raise UserError(
+                f"{where}: field {f!r}: only text parts (and reasoning parts in an answer) are supported, got a "
+                f"{kind!r} part; lapidar trains text-only models"
+            )
+    return "".join(texts), "\n\n".join(r for r in reasoning if r.strip())
+
+
+# Per-message loss weights: OpenAI (`weight` on assistant messages), Axolotl (`weight`, or `train`/`training` with
+# message_field_training), `loss_weight` elsewhere. 0 = context only, 1 = train on this turn.
+_WEIGHT_KEYS = ("weight", "loss_weight", "train", "training")
+# Qwen2.5 has no reasoning field; where other tools keep an answer's reasoning (DeepSeek/vLLM/Qwen3
+# `reasoning_content`, OpenRouter-style `reasoning`, `thinking`).
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _weight(turn: dict, role: str, where: str, field: str) -> dict[str, int]:
+    """The turn's weight as `{"weight": 0|1}`, only where it differs from the role's default (see `trains`)."""
+    if turn.get("train_detail") is not None:
+        raise UserError(
+            f"{where}: field '{field}.train_detail': per-character training spans (Axolotl's train_detail) are not "
+            'supported; give the whole turn "weight": 0 (context only) or 1 (train on it)'
+        )
+    given = [(k, turn[k]) for k in _WEIGHT_KEYS if turn.get(k) is not None]
+    if not given:
+        return {}
+    values = []
+    for key, value in given:
+        ok = isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1))
+        if not ok:
+            raise UserError(
+                f"{where}: field '{field}.{key}': expected 0 (context only, no loss) or 1 (train on this turn), got "
+                f"{json.dumps(value)}; lapidar trains a turn whole or not at all"
+            )
+        values.append(int(value))
+    if len(set(values)) > 1:
+        keys = " and ".join(f"{k}={json.dumps(v)}" for k, v in given)
+        raise UserError(f"{where}: field {field!r}: {keys} disagree; keep one of them")
+    default = 1 if role == "assistant" else 0
+    return {} if values[0] == default else {"weight": values[0]}
+
+
+def _reasoning(turn: dict, role: str, where: str, field: str, from_parts: str) -> str:
+    """An answer's reasoning (a message key or reasoning parts), checked to belong to an assistant turn."""
+    found = [(k, turn[k]) for k in _REASONING_KEYS if turn.get(k) not in (None, "")]
+    pieces = [from_parts] if from_parts else []
+    pieces += [_text(v, where, f"{field}.{k}") for k, v in found]
+    where_from = ", ".join(f"{field}.{k}" for k, _ in found) or f"{field}.content"
+    if pieces and role != "assistant":
+        raise UserError(
+            f"{where}: field {where_from!r}: reasoning belongs to an assistant answer, this turn is {role}; move it "
+            "to the answer or remove it"
+        )
+    text = "\n\n".join(p.strip() for p in pieces if p.strip())
+    if text:
+        _note(
+            f"field {where_from!r}: Qwen2.5's chat template has no reasoning field; the reasoning is kept as a "
+            "<think>…</think> prefix of the answer, so the model learns to write it before answering"
+        )
+    return text
 
 
 def _turns(value: Any, where: str, field: str) -> list[Message]:
-    """A list of turns in either style — `{role, content}` (OpenAI, TRL) or `{from, value}` (ShareGPT)."""
+    """A list of turns in either style — `{role, content}` (OpenAI, TRL) or `{from, value}` (ShareGPT).
+
+    A turn may also carry a loss weight (`weight`, `loss_weight`, `train`, `training`: 0 or 1), tool calls (OpenAI
+    `tool_calls`, the legacy `function_call`) and reasoning (`reasoning_content`, `reasoning`, `thinking`, or
+    reasoning content parts), kept as a `<think>` prefix of the answer.
+    """
     out = []
     for i, t in enumerate(_list(value, where, field, "{role, content} or {from, value} objects")):
         f = f"{field}[{i}]"
         if isinstance(t, dict) and "role" in t:
-            speaker, text_key = t["role"], "content"
+            speaker, speaker_key, text_keys = t["role"], "role", ("content", "value", "text")
         elif isinstance(t, dict) and "from" in t:
-            speaker, text_key = t["from"], "value"
+            speaker, speaker_key, text_keys = t["from"], "from", ("value", "content", "text")
         else:
-            raise UserError(f"{where}: field {f!r}: expected an object with 'role' and 'content' (or 'from', 'value')")
+            keys = f"; it has the keys {sorted(t)}" if isinstance(t, dict) else f", got {json_type(t)}"
+            raise UserError(
+                f"{where}: field {f!r}: expected an object with 'role' and 'content' (or 'from', 'value'){keys}"
+            )
         role = _ROLES.get(str(speaker).lower())
         if role is None:
             raise UserError(
-                f"{where}: field '{f}.{'role' if text_key == 'content' else 'from'}': unknown speaker {speaker!r}; "
-                f"expected one of {', '.join(_ROLES)}"
+                f"{where}: field '{f}.{speaker_key}': unknown speaker {speaker!r}; expected one of {', '.join(_ROLES)}"
+            )
+        text_key = next((k for k in text_keys if k in t), None)
+        calls = t.get("tool_calls") or []
+        legacy_call = t.get("function_call") if isinstance(t.get("function_call"), dict) else None
+        if text_key is None and not calls and legacy_call is None:
+            raise UserError(
+                f"{where}: field {f!r}: no text under {text_keys[0]!r} (or {text_keys[1]!r}, {text_keys[2]!r}); the "
+                f"message has the keys {sorted(t)}"
             )
         if str(speaker).lower() == "function_call":
-            content = _tool_call_text(_json_cell(t.get(text_key)))
+            content, parts_reasoning = _tool_call_text(_json_cell(t.get(text_key) if text_key else None)), ""
         else:
-            content = _content(t.get(text_key), where, f"{f}.{text_key}")
-        calls = t.get("tool_calls") or []
+            content, parts_reasoning = _content(t.get(text_key) if text_key else None, where, f"{f}.{text_key}")
+        reasoning = _reasoning(t, role, where, f, parts_reasoning)
+        if reasoning:
+            content = f"<think>\n{reasoning}\n</think>\n\n{content}"
         if not isinstance(calls, list):
             raise UserError(f"{where}: field '{f}.tool_calls': expected a list of tool calls, got {json_type(calls)}")
+        if legacy_call is not None:  # OpenAI's deprecated single `function_call` on an assistant message
+            calls = [*calls, {"function": legacy_call}]
         for j, call in enumerate(calls):  # OpenAI: the assistant calls a function
             fn = call.get("function", call) if isinstance(call, dict) else None
             if not isinstance(fn, dict) or "name" not in fn:
                 raise UserError(f"{where}: field '{f}.tool_calls[{j}]': expected {{function: {{name, arguments}}}}")
             payload = {"name": fn["name"], "arguments": _json_cell(fn.get("arguments", {}))}
             content = (content + "\n" if content else "") + _tool_call_text(payload)
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **_weight(t, role, where, f)})
     return out
 
 
@@ -280,10 +403,41 @@ def _system(row: dict, where: str) -> list[Message]:
     return [{"role": "system", "content": text}] if text else []
 
 
+def normalize_tools(value: Any, where: str, field: str = "tools") -> list[dict[str, Any]]:
+    """Function specs, each as OpenAI writes it: `{type: function, function: {name, description, parameters}}`.
+
+    `value` is a list of specs or that list as JSON text (LLaMA-Factory's sharegpt `tools`). Bare
+    `{name, description, parameters}` specs (LLaMA-Factory, OpenAI's legacy `functions`) are wrapped as OpenAI's:
+    the form Qwen2.5's documentation passes to the chat template, so training, generation and serving render one
+    spec the same way whichever form it came in.
+    """
+    raw = _json_cell(value)
+    if isinstance(raw, str):
+        raise UserError(
+            f"{where}: field {field!r}: expected a list of tool specs (or that list as JSON text), got text that is "
+            f"not valid JSON: {raw[:60]!r}"
+        )
+    specs = []
+    for i, spec in enumerate(_list(raw, where, field, "tool specs")):
+        if isinstance(spec, dict) and isinstance(spec.get("function"), dict) and "name" in spec["function"]:
+            specs.append({"type": spec.get("type", "function"), **spec})
+        elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            specs.append({"type": "function", "function": spec})
+        else:
+            got = f"an object with the keys {sorted(spec)}" if isinstance(spec, dict) else json_type(spec)
+            raise UserError(
+                f"{where}: field '{field}[{i}]': expected a function spec — {{type: function, function: {{name, "
+                f"description, parameters}}}} or {{name, description, parameters}} — got {got}"
+            )
+    return specs
+
+
 def _tools(row: dict, where: str) -> dict[str, Any]:
-    if row.get("tools") in (None, "", []):
-        return {}
-    return {"tools": _list(row["tools"], where, "tools", "tool specs")}
+    """The row's `tools` (OpenAI, TRL, LLaMA-Factory), or OpenAI's legacy `functions`."""
+    for key in ("tools", "functions"):
+        if row.get(key) not in (None, "", []):
+            return {"tools": normalize_tools(row[key], where, key)}
+    return {}
 
 
 def _with_system(row: dict, where: str, turns: list[Message]) -> list[Message]:
@@ -349,11 +503,52 @@ def _from_preference(row: dict, where: str) -> dict[str, Any]:
         prompt = _with_system(row, where, _prompt(row["question"], where, "question"))
     else:
         # TRL's implicit prompt: chosen and rejected are whole conversations that share their first turns.
-        n = 0
-        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
-            n += 1
-        prompt, chosen, rejected = _with_system(row, where, chosen[:n]), chosen[n:], rejected[n:]
+        prompt, chosen, rejected = _split_pair(chosen, rejected, where, ("chosen", "rejected"))
+        prompt = _with_system(row, where, prompt)
     return {"messages": prompt, "chosen": chosen, "rejected": rejected, **_tools(row, where)}
+
+
+def _split_pair(
+    chosen: list[Message], rejected: list[Message], where: str, names: tuple[str, str]
+) -> tuple[list[Message], list[Message], list[Message]]:
+    """Two whole conversations -> (shared prompt, chosen answer turns, rejected answer turns).
+
+    They are split at the first turn that differs, which must be an assistant turn in both: that is the answer
+    being compared.
+    """
+    n = 0
+    while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+        n += 1
+    for name, turns in zip(names, (chosen, rejected), strict=True):
+        if n >= len(turns) or turns[n]["role"] != "assistant":
+            got = f"a {turns[n]['role']} turn" if n < len(turns) else "nothing"
+            raise UserError(
+                f"{where}: field '{name}[{n}]': the two conversations first differ at turn {n}, which should be the "
+                f"assistant answers being compared, but {name} has {got} there; give both the same turns up to the "
+                "answer (or put the shared turns under 'prompt')"
+            )
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _from_message_pairs(row: dict, where: str) -> dict[str, Any]:
+    """`chosen_messages` / `rejected_messages`: two whole conversations that share their first turns."""
+    chosen = _turns(row["chosen_messages"], where, "chosen_messages")
+    rejected = _turns(row["rejected_messages"], where, "rejected_messages")
+    prompt, chosen, rejected = _split_pair(chosen, rejected, where, ("chosen_messages", "rejected_messages"))
+    return {"messages": _with_system(row, where, prompt), "chosen": chosen, "rejected": rejected, **_tools(row, where)}
+
+
+def _from_openai_preference(row: dict, where: str) -> dict[str, Any]:
+    """OpenAI's DPO layout: `input: {messages, tools?}`, `preferred_output` and `non_preferred_output` turn lists."""
+    given = _json_cell(row["input"])
+    if not isinstance(given, dict) or given.get("messages") is None:
+        got = f"an object with the keys {sorted(given)}" if isinstance(given, dict) else json_type(given)
+        raise UserError(f"{where}: field 'input': expected an object {{messages: [...], tools?}}, got {got}")
+    prompt = _turns(given["messages"], where, "input.messages")
+    tools = _tools(given, where) or _tools(row, where)
+    chosen = _answer(row["preferred_output"], where, "preferred_output")
+    rejected = _answer(row["non_preferred_output"], where, "non_preferred_output")
+    return {"messages": _with_system(row, where, prompt), "chosen": chosen, "rejected": rejected, **tools}
 
 
 _GOOD = {"true", "1", "1.0", "yes", "y", "up", "good", "👍", "+1", "thumbs_up", "thumbsup", "desirable"}
@@ -408,7 +603,9 @@ class Format:
     keys: tuple[str, ...]
     convert: Callable[[dict, str], dict[str, Any]]
     looks_like: str  # one-line description for messages and --help
-    optional: tuple[str, ...] = ("system", "tools")  # other fields it reads (the rest are reported as unused)
+    # Other fields it reads (the rest are reported as unused). `parallel_tool_calls` (OpenAI) only tells their API
+    # whether calls may come several at once; the calls in the rows are trained as they are.
+    optional: tuple[str, ...] = ("system", "tools", "functions", "parallel_tool_calls")
 
 
 FORMATS: dict[str, Format] = {
@@ -432,7 +629,19 @@ FORMATS: dict[str, Format] = {
         ("chosen", "rejected"),
         _from_preference,
         "prompt?, chosen, rejected (text or message lists)",
-        ("prompt", "instruction", "input", "question", "history", "system", "tools"),
+        ("prompt", "instruction", "input", "question", "history", "system", "tools", "functions"),
+    ),
+    "preference-messages": Format(
+        "preference",
+        ("chosen_messages", "rejected_messages"),
+        _from_message_pairs,
+        "chosen_messages, rejected_messages (two whole conversations sharing their first turns)",
+    ),
+    "openai-preference": Format(
+        "preference",
+        ("input", "preferred_output", "non_preferred_output"),
+        _from_openai_preference,
+        "input: {messages, tools?}, preferred_output, non_preferred_output (OpenAI DPO)",
     ),
     "sharegpt-preference": Format(
         "preference",
@@ -618,6 +827,11 @@ def _check_conversation(messages: list[Message], where: str) -> None:
         raise UserError(f"{where}: no assistant message, so there is nothing to learn; add the expected answer")
     if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
         raise UserError(f"{where}: every assistant answer is empty; fill in the answer or remove the row")
+    if not any(m["content"].strip() for m in messages if trains(m)):
+        raise UserError(
+            f"{where}: every assistant answer has weight 0 (context only), so there is nothing to learn; set "
+            '"weight": 1 on the answer to train on, or remove the row'
+        )
 
 
 def load_examples(

@@ -1,20 +1,38 @@
-"""Render conversations with the model's chat template, tokenise, and mask everything but the answers.
+"""Render conversations with the model's chat template, tokenise, and mask everything but the trained turns.
 
 The loss is computed only on the assistant's answers and the end-of-turn token that follows them, so the model
-learns to answer and to stop — not to repeat questions. Answer spans are found on the rendered *text* (the template
-is rendered for each prefix of the conversation) and mapped to tokens with the tokenizer's offsets, so this works for
-any prefix-consistent chat template, not only ChatML.
+learns to answer and to stop — not to repeat questions. A turn's `weight` changes that (Axolotl's and OpenAI's
+per-message weights, read by `lapidar.data.formats`): an assistant turn with weight 0 is context only, any other
+turn with weight 1 is trained too. Trained spans are found on the rendered *text* (the template is rendered for each
+prefix of the conversation) and mapped to tokens with the tokenizer's offsets, so this works for any
+prefix-consistent chat template, not only ChatML.
+
+Tool specs (`Example.tools`) go to the template's `tools=` argument: Qwen2.5's official template writes them into
+the system turn, so they are context like the rest of the prompt; tool results (role `tool`) become the template's
+`<tool_response>` user turn, also context.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from lapidar.data.formats import trains
 from lapidar.errors import UserError
 
-__all__ = ["IGNORE", "Encoded", "answer_spans", "collate", "collate_padding_free", "encode_conversation"]
+__all__ = [
+    "IGNORE",
+    "Encoded",
+    "answer_spans",
+    "collate",
+    "collate_padding_free",
+    "encode_conversation",
+    "render_conversation",
+    "render_prompt",
+]
 
 IGNORE = -100  # label value that cross-entropy skips
 
@@ -33,23 +51,78 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE)
 
 
-def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _plain(messages: list[dict]) -> list[dict]:
+    # The template sees role, content (and tool_calls/name when a caller passes them), never lapidar's `weight`.
+    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]
 
 
-def answer_spans(tokenizer, messages: list[dict], where: str = "") -> tuple[str, list[tuple[int, int]]]:
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: list[Any] | None) -> str:
+    return tokenizer.apply_chat_template(
+        _plain(messages), tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _check_tools_rendered(tokenizer, messages: list[dict], tools: list[Any] | None, where: str) -> None:
+    """A template that ignores `tools` (lapidar's plain template for base models) would drop the specs silently."""
+    if not tools:
+        return
+    probe = messages[:1] or [{"role": "user", "content": ""}]
+    if _render(tokenizer, probe, False, tools) == _render(tokenizer, probe, False, None):
+        first = json.dumps(tools[0], ensure_ascii=False)[:60]
+        raise UserError(
+            f"{where}: the row carries tool specs (tools: {first}…) but this model's chat template has no place for "
+            "them (base models use a plain question/answer template); train an instruct (chat) model — "
+            "`lapidar models` lists them — or remove the tools field"
+        )
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list[Any] | None = None) -> str:
+    """The text a model continues to answer `messages`: the chat template with the generation prompt.
+
+    `tools` are function specs (OpenAI style, `{"type": "function", "function": {name, description, parameters}}`);
+    Qwen2.5's template lists them in the system turn and tells the model to answer with `<tool_call>` blocks.
+    Generation, chat, the server and eval call this so that they show the model what training showed it.
+    """
+    _check_tools_rendered(tokenizer, messages, tools, "prompt")
+    return _render(tokenizer, messages, add_generation_prompt=True, tools=tools)
+
+
+def render_conversation(tokenizer, messages: list[dict], tools: list[Any] | None = None) -> str:
+    """A whole conversation as the model is trained on it (no generation prompt)."""
+    return _render(tokenizer, messages, add_generation_prompt=False, tools=tools)
+
+
+def answer_spans(
+    tokenizer, messages: list[dict], where: str = "", tools: list[Any] | None = None, train_from: int = 0
+) -> tuple[str, list[tuple[int, int]]]:
     """Render `messages`; return the text and the character spans `[start, end)` that the loss is taken on.
 
-    Each span covers one assistant answer plus the EOS token the template puts after it.
+    Each span covers one trained turn — by default every assistant answer (see `lapidar.data.formats.trains`) —
+    plus the EOS token the template puts after it. Turns before index `train_from` are context whatever their
+    weight (the prompt of a preference pair).
     """
-    text = _render(tokenizer, messages, add_generation_prompt=False)
+    _check_tools_rendered(tokenizer, messages, tools, where)
+    text = _render(tokenizer, messages, False, tools)
     eos = tokenizer.eos_token
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if i < train_from or not trains(m):
             continue
-        prompt = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        upto = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if m["role"] != "assistant":
+            # A trained user/system/tool turn (weight 1): its content, and the EOS when the template closes the
+            # turn right after it. Found in the text after the preceding turns.
+            # (A prefix ending in a tool turn closes it, where the whole text may go on with another tool
+            # result: only the part the two renderings share is known to come before this turn.)
+            before = _render(tokenizer, messages[:i], False, tools) if i else ""
+            shared = next((k for k, (a, b) in enumerate(zip(before, text, strict=False)) if a != b), len(before))
+            start = text.find(m["content"], shared) if m["content"] else -1
+            if start < 0:
+                raise UserError(f"{where}: the chat template does not render message {i} as it is written")
+            end = start + len(m["content"])
+            spans.append((start, end + len(eos) if text.startswith(eos, end) else end))
+            continue
+        prompt = _render(tokenizer, messages[:i], True, tools) if i else ""
+        upto = _render(tokenizer, messages[: i + 1], False, tools)
         if not (text.startswith(upto) and upto.startswith(prompt)):
             raise UserError(f"{where}: the chat template does not render this conversation prefix by prefix")
         end = upto.rfind(eos)
@@ -62,9 +135,16 @@ def answer_spans(tokenizer, messages: list[dict], where: str = "") -> tuple[str,
     return text, spans
 
 
-def encode_conversation(tokenizer, messages: list[dict], max_length: int, where: str = "") -> Encoded:
-    """Tokenise one conversation and build its labels (answers + EOS kept, everything else IGNORE)."""
-    text, spans = answer_spans(tokenizer, messages, where)
+def encode_conversation(
+    tokenizer,
+    messages: list[dict],
+    max_length: int,
+    where: str = "",
+    tools: list[Any] | None = None,
+    train_from: int = 0,
+) -> Encoded:
+    """Tokenise one conversation and build its labels (trained turns + EOS kept, everything else IGNORE)."""
+    text, spans = answer_spans(tokenizer, messages, where, tools, train_from)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = enc["input_ids"]
     labels = [IGNORE] * len(ids)

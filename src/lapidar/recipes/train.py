@@ -149,7 +149,8 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
 
 def _show_first_example(console: Console, tokenizer, example: Example) -> None:
     """Print the first example as the model will see it, answers (the trained part) highlighted."""
-    text, spans = answer_spans(tokenizer, example.messages, example.source)
+    # With tool specs the system turn lists them as the model will see them (context: no loss).
+    text, spans = answer_spans(tokenizer, example.messages, example.source, example.tools)
     parts, pos = [], 0
     for start, end in spans:
         parts += [f"[dim]{escape(text[pos:start])}[/dim]", f"[bold green]{escape(text[start:end])}[/bold green]"]

@@ -145,7 +145,7 @@ class Objective:
 def _encode_chats(tokenizer, examples: list[Example], cfg: TrainConfig, notes: list[str], what: str) -> list[Encoded]:
     out, truncated, dropped = [], 0, 0
     for ex in examples:
-        enc = encode_conversation(tokenizer, ex.messages, cfg.max_length, ex.source)
+        enc = encode_conversation(tokenizer, ex.messages, cfg.max_length, ex.source, ex.tools)
         truncated += enc.truncated
         if enc.n_answer_tokens == 0:
             dropped += 1
@@ -251,24 +251,20 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 # ---------------------------------------------------------------- dpo and kto: data
 
 
-def encode_answer(tokenizer, prompt: list[Message], answer: list[Message], max_length: int, where: str = "") -> Encoded:
+def encode_answer(
+    tokenizer,
+    prompt: list[Message],
+    answer: list[Message],
+    max_length: int,
+    where: str = "",
+    tools: list[Any] | None = None,
+) -> Encoded:
     """Encode prompt + answer with labels on the answer turns (and their EOS) only.
 
-    `encode_conversation` labels every assistant turn; the ones inside a multi-turn prompt are not what is being
-    rated, so their label runs (one contiguous run per turn: template tokens separate them) are masked again.
+    Assistant turns inside a multi-turn prompt are not what is being rated, so only turns from the answer on carry
+    labels. `tools` are the row's function specs, rendered into the system turn as in training.
     """
-    enc = encode_conversation(tokenizer, prompt + answer, max_length, where)
-    to_mask = sum(1 for m in prompt if m["role"] == "assistant")
-    labels = list(enc.labels)
-    t = 0
-    while to_mask and t < len(labels):
-        if labels[t] != IGNORE:
-            while t < len(labels) and labels[t] != IGNORE:
-                labels[t] = IGNORE
-                t += 1
-            to_mask -= 1
-        t += 1
-    return Encoded(enc.input_ids, labels, enc.truncated)
+    return encode_conversation(tokenizer, prompt + answer, max_length, where, tools, train_from=len(prompt))
 
 
 @dataclass(frozen=True)
@@ -284,6 +280,7 @@ class PreferenceRow:
     answers: tuple[Encoded, ...]
     good: bool
     source: str
+    tools: list[Any] | None = None  # the row's function specs (KTO renders its mismatched pairs with them)
 
 
 def _encode_preference(objective: str):
@@ -302,12 +299,16 @@ def _encode_preference(objective: str):
                     f"got a {ex.kind} row"
                 )
             turns = [ex.chosen or [], ex.rejected or []] if objective == "dpo" else [ex.completion or []]
-            answers = tuple(encode_answer(tokenizer, ex.messages, t, cfg.max_length, ex.source) for t in turns)
+            answers = tuple(
+                encode_answer(tokenizer, ex.messages, t, cfg.max_length, ex.source, ex.tools) for t in turns
+            )
             truncated += any(a.truncated for a in answers)
             if any(a.n_answer_tokens == 0 for a in answers):
                 dropped += 1
                 continue
-            rows.append(PreferenceRow(len(rows), ex.messages, ex.completion or [], answers, bool(ex.label), ex.source))
+            rows.append(
+                PreferenceRow(len(rows), ex.messages, ex.completion or [], answers, bool(ex.label), ex.source, ex.tools)
+            )
         if truncated:
             notes.append(f"{truncated} {what} rows are longer than max_length={cfg.max_length} tokens and were cut")
         if dropped:
@@ -403,7 +404,7 @@ def _kto_batch(ctx: Context, rows: Sequence[PreferenceRow], split: str) -> Batch
     """
     others = [rows[k - 1] for k in range(len(rows))]
     mismatched = [
-        encode_answer(ctx.tokenizer, r.prompt, o.completion, ctx.cfg.max_length, r.source)
+        encode_answer(ctx.tokenizer, r.prompt, o.completion, ctx.cfg.max_length, r.source, r.tools)
         for r, o in zip(rows, others, strict=True)
     ]
     kl_batch = ctx.tensors(mismatched)
