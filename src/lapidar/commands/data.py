@@ -12,11 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lapidar.data.formats import FORMATS, Dataset, bundled_example, load_dataset, parse_columns
 from lapidar.data.readers import write_rows
-from lapidar.errors import UserError
+from lapidar.errors import UserError, unknown_choice
 from lapidar.io import write_json, write_text
 
 __all__ = ["app", "check", "clean", "convert", "split"]
@@ -106,13 +107,26 @@ def clean(
     strip_control_tokens: Annotated[bool, typer.Option(help="Remove <|im_start|>, <|im_end|>, ...")] = False,
     max_length: Annotated[int | None, typer.Option(help="Drop rows longer than this many tokens.")] = None,
     keep_duplicates: Annotated[bool, typer.Option(help="Keep exact duplicates.")] = False,
+    duplicate_keys: Annotated[
+        str,
+        typer.Option(
+            help="A row that gives a key twice (which value was meant is unknown): drop it, or keep-last (the "
+            "value JSON keeps)."
+        ),
+    ] = "drop",
+    keep_consecutive_turns: Annotated[
+        bool, typer.Option(help="Leave two user (or assistant) turns in a row as they are instead of merging them.")
+    ] = False,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     model: ModelOpt = "tiny-qwen2.5",
 ) -> None:
     """Apply safe fixes (unicode repair, whitespace, empty and duplicate rows; optionally more) and log each one."""
-    from lapidar.data.clean import CleanOptions
+    from lapidar.data.clean import DUPLICATE_KEYS, CleanOptions
     from lapidar.data.clean import clean as run_clean
+
+    if duplicate_keys not in DUPLICATE_KEYS:
+        raise unknown_choice("--duplicate-keys", duplicate_keys, list(DUPLICATE_KEYS))
 
     log = log or output.with_name(f"{output.stem}.log.jsonl")
     _refuse_overwrite([file], output, log)
@@ -127,6 +141,8 @@ def clean(
         strip_control_tokens=strip_control_tokens,
         mask_pii=mask_pii,
         max_length=max_length,
+        duplicate_keys=duplicate_keys,
+        merge_turns=not keep_consecutive_turns,
     )
     result = run_clean(ds, opts, _tokenizer(model) if max_length else None)
     write_rows(output, result.rows)
@@ -138,6 +154,13 @@ def clean(
         table.add_row(what, str(n))
     if result.counts:
         console.print(table)
+    # What was done about each thing reading noted (a key given twice, a number read as text...): the note names
+    # the field, so a user sees which value of which row, not only a count.
+    noted = [e for e in result.log if e.get("note")]
+    for e in noted[:10]:
+        console.print(f"{escape(str(ds.path))}: {escape(e['row'])}: {escape(e['note'])} [bold]→ {escape(e['done'])}[/]")
+    if len(noted) > 10:
+        console.print(f"… {len(noted) - 10} more in {log}")
     console.print(
         f"kept {len(result.rows)} of {len(ds.rows)} rows ({result.dropped} dropped, {result.edited_rows} edited) "
         f"-> {output}; every change is listed in {log}"

@@ -2,12 +2,18 @@
 
 Fixes are applied to the raw rows (so the output keeps the input's format and column names); decisions about
 dropping rows are made on the converted examples after the fixes, so a row repaired into a duplicate of another
-is caught. Order: unicode repair -> whitespace -> (control tokens) -> (personal data) -> drop empty answers ->
-drop exact duplicates -> (drop near-duplicates) -> (drop rows longer than max_length).
+is caught. Order: what reading noted (numbers as text, non-finite numbers, consecutive turns merged) -> unicode
+repair -> whitespace -> (control tokens) -> (personal data) -> drop rows with a key given twice -> drop empty
+answers -> drop exact duplicates -> (drop near-duplicates) -> (drop rows longer than max_length).
+
+Every note reading and converting left on a row (`Example.notes`) gets a log entry saying what was done about it:
+an edit, a drop, or `"action": "note"` with the note when the row is written as it is (a system turn in the middle
+of a conversation: moving it would change what the conversation means).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,8 +23,12 @@ from lapidar.data import scan
 from lapidar.data.dedup import UnionFind, near_duplicate_pairs
 from lapidar.data.formats import Dataset, convert_rows
 from lapidar.data.quality import exact_key, near_text, token_stats
+from lapidar.data.readers import note_field, note_kind, turn_role, turn_speaker_key
 
-__all__ = ["CleanOptions", "CleanResult", "clean"]
+__all__ = ["DUPLICATE_KEYS", "CleanOptions", "CleanResult", "clean"]
+
+# What to do with a row that gives a key twice: the file cannot say which value was meant.
+DUPLICATE_KEYS = ("drop", "keep-last")
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,8 @@ class CleanOptions:
     strip_control_tokens: bool = False  # remove <|im_start|>, <|im_end|>, <|endoftext|>, ...
     mask_pii: bool = False  # emails, phones, cards, IBANs, ids -> [EMAIL], [PHONE], ...
     max_length: int | None = None  # drop rows longer than this many tokens (needs a tokenizer)
+    duplicate_keys: str = "drop"  # a row with a key given twice: drop it, or keep-last (the value JSON keeps)
+    merge_turns: bool = True  # two user (or two assistant) turns in a row -> one turn, a blank line between
 
 
 @dataclass
@@ -82,15 +94,142 @@ def _fix_value(value: Any, fixes: list, ref: str, path: str, log: list[dict[str,
     return value
 
 
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _as_text(value: Any, path: str, columns: dict[str, str]) -> tuple[Any, Any] | None:
+    """`value` with the number at field `path` ("output", "messages[1].content") written as text, and that number;
+    None when the path does not lead to a number. The first part may be a `--columns` target: its column is used."""
+    parts = [int(i) if i else key for key, i in _PATH_PART.findall(path)]
+    if not parts or not isinstance(parts[0], str):
+        return None
+    parts[0] = columns.get(parts[0], parts[0])
+
+    def rebuild(node: Any, rest: list) -> tuple[Any, Any] | None:
+        if not rest:
+            return (str(node), node) if isinstance(node, bool | int | float) else None
+        head, tail = rest[0], rest[1:]
+        if isinstance(head, int) and isinstance(node, list) and head < len(node):
+            done = rebuild(node[head], tail)
+            return None if done is None else ([*node[:head], done[0], *node[head + 1 :]], done[1])
+        if isinstance(head, str) and isinstance(node, dict) and head in node:
+            done = rebuild(node[head], tail)
+            return None if done is None else ({**node, head: done[0]}, done[1])
+        return None
+
+    return rebuild(value, parts)
+
+
+def _merge_turns(value: Any) -> tuple[Any, list[tuple[str, list[int]]], list[str]]:
+    """Merge each run of user (or assistant) turns into one turn, texts joined by a blank line.
+
+    Returns (new value, merged runs as (list key, original indices), runs left as they are: their first field).
+    A run is merged only when its turns are the same but for their text and every text is plain text."""
+    if not isinstance(value, dict):
+        return value, [], []
+    out = dict(value)
+    merged: list[tuple[str, list[int]]] = []
+    left: list[str] = []
+    for key, turns in value.items():
+        if not (isinstance(turns, list) and turns and turn_speaker_key(turns[0])):
+            continue
+        kept: list[Any] = []
+        indexes: list[list[int]] = []
+        for i, turn in enumerate(turns):
+            role, previous = turn_role(turn), kept[-1] if kept else None
+            if previous is not None and role in ("user", "assistant") and turn_role(previous) == role:
+                text_key = "content" if turn_speaker_key(turn) == "role" else "value"
+                a, b = previous.get(text_key), turn.get(text_key)
+                same = {k: v for k, v in previous.items() if k != text_key} == {
+                    k: v for k, v in turn.items() if k != text_key
+                }
+                if isinstance(a, str) and isinstance(b, str) and same:
+                    kept[-1] = {**previous, text_key: f"{a.rstrip()}\n\n{b.lstrip()}"}
+                    indexes[-1].append(i)
+                    continue
+                left.append(f"{key}[{i}]")
+            kept.append(turn)
+            indexes.append([i])
+        if len(kept) < len(turns):
+            out[key] = kept
+            merged += [(key, run) for run in indexes if len(run) > 1]
+    return out, merged, left
+
+
+def _act_on_notes(
+    ds: Dataset, opts: CleanOptions, log: list[dict[str, Any]]
+) -> tuple[list[Any], dict[int, tuple[str, str]]]:
+    """What `clean` does about each row note: the raw values after these edits, and the rows to drop
+    (index -> (kind, reason)). Every note gets a log entry."""
+    values = [r.value for r in ds.rows]
+    drop: dict[int, tuple[str, str]] = {}
+    for i, (row, ex) in enumerate(zip(ds.rows, ds.examples, strict=True)):
+        for note in ex.notes:
+            kind, field = note_kind(note), note_field(note) or "(row)"
+            entry: dict[str, Any] = {"row": row.ref, "action": "edit", "fix": kind, "field": field, "note": note}
+            if kind == "duplicate-key" and opts.duplicate_keys == "drop":
+                drop.setdefault(i, ("duplicate-key", f"{note}; which value was meant cannot be told"))
+                continue  # the drop's log entry is written with the others
+            if kind == "duplicate-key":
+                entry["done"] = "kept the last value (--duplicate-keys keep-last)"
+            elif kind == "duplicate-key-same":
+                entry["done"] = "written once"
+            elif kind == "non-finite-number":
+                entry["done"] = "written as text"
+            elif kind == "number-as-text":
+                done = _as_text(values[i], field, ds.columns)
+                if done is None:
+                    entry |= {"action": "note", "done": "left as it is (the field could not be found in the row)"}
+                else:
+                    values[i] = done[0]
+                    entry |= {"before": done[1], "after": str(done[1]), "done": "written as text"}
+            elif kind == "consecutive-turns" and opts.merge_turns:
+                continue  # merged below, one entry per merged run
+            elif kind == "consecutive-turns":
+                entry |= {"action": "note", "done": "left as it is (--keep-consecutive-turns)"}
+            else:
+                entry |= {"action": "note", "done": "left as it is"}
+            log.append(entry)
+        if opts.merge_turns and any(note_kind(n) == "consecutive-turns" for n in ex.notes):
+            values[i], merged, left = _merge_turns(values[i])
+            notes = {note_field(n): n for n in ex.notes if note_kind(n) == "consecutive-turns"}
+            for key, run in merged:
+                log.append(
+                    {
+                        "row": row.ref,
+                        "action": "edit",
+                        "fix": "consecutive-turns",
+                        "field": f"{key}[{run[1]}]",
+                        "note": notes.get(f"{key}[{run[1]}]", ""),
+                        "done": f"merged {', '.join(f'{key}[{j}]' for j in run)} into one turn",
+                    }
+                )
+            for field in left:
+                log.append(
+                    {
+                        "row": row.ref,
+                        "action": "note",
+                        "fix": "consecutive-turns",
+                        "field": field,
+                        "note": notes.get(field, ""),
+                        "done": "left as it is (the turns differ in more than their text, or it is not plain text)",
+                    }
+                )
+    return values, drop
+
+
 def clean(ds: Dataset, opts: CleanOptions, tokenizer=None) -> CleanResult:
     """Clean a loaded dataset; `tokenizer` is needed only for `opts.max_length`."""
+    if opts.duplicate_keys not in DUPLICATE_KEYS:
+        raise ValueError(f"duplicate_keys must be one of {DUPLICATE_KEYS}")
     log: list[dict[str, Any]] = []
+    values, by_note = _act_on_notes(ds, opts, log)
     fixes = _fixes(opts)
-    rows = [replace(r, value=_fix_value(r.value, fixes, r.ref, "", log)) for r in ds.rows]
+    rows = [replace(r, value=_fix_value(v, fixes, r.ref, "", log)) for r, v in zip(ds.rows, values, strict=True)]
     examples = convert_rows(rows, ds.fmt, ds.columns)
-    edited = len({e["row"] for e in log})
+    edited = len({e["row"] for e in log if e["action"] == "edit"})
 
-    drop: dict[int, str] = {}
+    drop: dict[int, str] = {i: reason for i, (_, reason) in by_note.items()}
     if opts.drop_empty:
         for i, ex in enumerate(examples):
             answers = ex.answers()
@@ -122,10 +261,18 @@ def clean(ds: Dataset, opts: CleanOptions, tokenizer=None) -> CleanResult:
                 if n > opts.max_length:
                     drop[i] = f"longer than max_length={opts.max_length} tokens ({n})"
 
-    counts: Counter[str] = Counter(f"edited: {e['fix']}" for e in log)
+    counts: Counter[str] = Counter(f"{'edited' if e['action'] == 'edit' else 'left as it is'}: {e['fix']}" for e in log)
     for i, reason in drop.items():
-        log.append({"row": examples[i].ref, "action": "drop", "reason": reason})
-        counts["dropped: " + reason.split(" of ")[0].split(" (")[0].split(" tokens")[0]] += 1
+        entry = {"row": examples[i].ref, "action": "drop", "reason": reason}
+        if by_note.get(i, ("", ""))[1] == reason:
+            entry |= {"fix": by_note[i][0], "note": reason, "done": "row dropped"}
+        log.append(entry)
+        kind = (
+            by_note[i][0].replace("-", " ")
+            if by_note.get(i, ("", ""))[1] == reason
+            else reason.split(" of ")[0].split(" (")[0].split(" tokens")[0]
+        )
+        counts["dropped: " + kind] += 1
     order = {r.ref: i for i, r in enumerate(rows)}
     log.sort(key=lambda e: order[e["row"]])  # stable: a row's edits keep their order, its drop comes last
     kept = [r.value for i, r in enumerate(rows) if i not in drop]

@@ -20,6 +20,7 @@ from typing import Any
 from lapidar.data import scan
 from lapidar.data.dedup import UnionFind, near_duplicate_pairs
 from lapidar.data.formats import Dataset, Example
+from lapidar.data.readers import note_kind
 from lapidar.errors import UserError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "fatal_findings",
     "label_of",
     "near_text",
+    "note_warnings",
     "prompt_key",
     "raise_on_fatal",
     "token_stats",
@@ -433,6 +435,78 @@ def _content_checks(out: _Collector, examples: list[Example]) -> None:
     )
 
 
+# What the notes reading and converting left on rows (`Example.notes`) become in the report, by kind of note:
+# (finding code, severity, title, fix). Each note is a detail line naming the file, the line and the field.
+_NOTE_FINDINGS = {
+    "duplicate-key": (
+        "duplicate-key",
+        "warning",
+        "a key given more than once in a row (JSON keeps the last value; the others are lost)",
+        "keep one value per key; `lapidar data clean FILE --output OUT` drops these rows, as it cannot tell which "
+        "value was meant (add --duplicate-keys keep-last to keep the last value instead)",
+    ),
+    "duplicate-key-same": (
+        "duplicate-key-same",
+        "info",
+        "a key given twice with the same value (nothing is lost)",
+        "`lapidar data clean FILE --output OUT` writes it once",
+    ),
+    "non-finite-number": (
+        "non-finite-number",
+        "warning",
+        "numbers JSON cannot hold (1e999, NaN, Infinity), read as the text written in the file",
+        "put the value in quotes if it is text, or write a finite number; `lapidar data clean FILE --output OUT` "
+        "writes it as text",
+    ),
+    "number-as-text": (
+        "number-as-text",
+        "warning",
+        "a number or true/false where text is expected, read as text",
+        "put the value in quotes if it is meant as text; `lapidar data clean FILE --output OUT` writes it as text",
+    ),
+    "consecutive-turns": (
+        "consecutive-turns",
+        "warning",
+        "two user (or two assistant) turns in a row",
+        "`lapidar data clean FILE --output OUT` merges each run into one turn, a blank line between the texts "
+        "(add --keep-consecutive-turns to leave them)",
+    ),
+    "system-not-first": (
+        "system-not-first",
+        "warning",
+        "a system turn in the middle of a conversation",
+        "move it to the start of the conversation; `lapidar data clean` leaves it where it is",
+    ),
+    "other": ("read-notes", "warning", "values read differently from how the file has them", "check these fields"),
+}
+
+
+def _note_checks(out: _Collector, examples: list[Example]) -> None:
+    """One finding per kind of row note; every note is listed as `file: line N: field '...': what happened`."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    details: dict[str, list[str]] = defaultdict(list)
+    for ex in examples:
+        for note in ex.notes:
+            kind = note_kind(note)
+            refs[kind].append(ex.ref)
+            details[kind].append(f"{ex.source}: {note}")
+    for kind, (code, severity, title, fix) in _NOTE_FINDINGS.items():
+        out.add(code, severity, title, refs[kind], fix, details[kind])
+
+
+def note_warnings(examples: list[Example], path: object) -> list[str]:
+    """The row notes of `lapidar data check` as one line per kind (for `lapidar train`, before it starts):
+    what, how many rows, the first note with its file, line and field, and where to see them all."""
+    out = _Collector()
+    _note_checks(out, examples)
+    lines = []
+    for f in out.findings:
+        also = f" (also {', '.join(f.rows[1:4])}{', …' if f.count > 4 else ''})" if f.count > 1 else ""
+        rows = f"{f.count} row{'' if f.count == 1 else 's'}"
+        lines.append(f"{f.title} — {rows}: {f.details[0]}{also}; all of them: lapidar data check {path}")
+    return lines
+
+
 def _duplicate_checks(
     out: _Collector, examples: list[Example], near_texts: list[str], near: bool, threshold: float
 ) -> None:
@@ -626,6 +700,7 @@ def check(
     content, lengths, out = _Collector(), _Collector(), _Collector()
     with ThreadPoolExecutor(1) as pool:
         stats_job = pool.submit(token_stats_batch, examples, tokenizer, max_length)
+        _note_checks(content, examples)
         _content_checks(content, examples)
         near_texts = [near_text(e) for e in examples]  # for near-duplicates and languages
         _duplicate_checks(out, examples, near_texts, near, near_threshold)
@@ -637,6 +712,7 @@ def check(
     out.findings[:0] = content.findings + lengths.findings  # the report's order: content, lengths, the rest
     if val_examples:
         val = _Collector()
+        _note_checks(val, val_examples)
         _content_checks(val, val_examples)
         _length_checks(val, val_examples, token_stats_batch(val_examples, tokenizer, max_length), max_length)
         for f in val.findings:

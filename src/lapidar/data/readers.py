@@ -17,6 +17,8 @@ import csv
 import io
 import json
 import math
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,18 @@ from typing import Any
 from lapidar.errors import UserError, unknown_choice
 from lapidar.io import write_text
 
-__all__ = ["READERS", "WRITERS", "Row", "json_type", "read_rows", "write_rows"]
+__all__ = [
+    "READERS",
+    "WRITERS",
+    "Row",
+    "json_type",
+    "note_field",
+    "note_kind",
+    "read_rows",
+    "turn_role",
+    "turn_speaker_key",
+    "write_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,196 @@ def _too_deep(path: Path, where: str) -> UserError:
     return UserError(f"{path}: {where}nested more than about 1000 levels deep; this is not a file of examples")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+# ---------------------------------------------------------------- what JSON parsing would change silently
+#
+# Python's json module keeps the last value of a key given twice and reads 1e999 as infinity (and accepts the
+# non-standard NaN/Infinity). Neither may pass unnoticed. The decoder's hooks mark such values cheaply while parsing
+# (a dict subclass that remembers the pairs, a str subclass holding the number as written); only a row where a hook
+# fired is walked again, to name each field by its path and turn the marks back into plain values.
+
+
+class _Repeated(dict):
+    """An object with a key given more than once: the dict JSON keeps (last values), plus every pair as written."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+class _NonFinite(str):
+    """A number JSON cannot hold as written in the file ("1e999", "-1e999", "NaN", "Infinity")."""
+
+    __slots__ = ()
+
+
+class _Decoder:
+    """A JSON decoder whose hooks mark repeated keys and non-finite numbers; `marked` says whether one fired."""
+
+    def __init__(self) -> None:
+        self.marked = False
+        self.decoder = json.JSONDecoder(
+            object_pairs_hook=self._object, parse_float=self._float, parse_constant=self._constant
+        )
+
+    def _object(self, pairs: list[tuple[str, Any]]) -> dict:
+        value = dict(pairs)
+        if len(value) == len(pairs):
+            return value
+        self.marked = True
+        return _Repeated(pairs)
+
+    def _float(self, literal: str) -> float | str:
+        number = float(literal)
+        if math.isfinite(number):
+            return number
+        self.marked = True
+        return _NonFinite(literal)
+
+    def _constant(self, literal: str) -> str:
+        self.marked = True
+        return _NonFinite(literal)
+
+    def decode(self, text: str) -> Any:
+        self.marked = False
+        return self.decoder.decode(text)
+
+
+def _shown(value: Any) -> str:
+    """A value as a note quotes it: text in quotes, cut at 60 characters; anything else as JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text if len(text) <= 60 else text[:57] + "…"
+    return f"'{text}'" if isinstance(value, str) else text
+
+
+_TIMES = {2: "twice", 3: "three times"}
+
+
+def _unmark(value: Any, path: str, where: str, notes: list[str]) -> Any:
+    """`value` with the decoder's marks replaced by plain dicts and strings, and a note for each mark."""
+    if isinstance(value, _NonFinite):
+        what = (
+            f"the number {value} does not fit a 64-bit float (it would read as "
+            f"{'-' if value.startswith('-') else ''}infinity)"
+            if value[-1:].isdigit()
+            else f"{value} is not a number JSON allows"
+        )
+        notes.append(f"field {path!r}: {what}; read as the text {str(value)!r}")
+        return str(value)
+    if isinstance(value, list):
+        return [_unmark(v, f"{path}[{i}]", where, notes) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    if isinstance(value, _Repeated):
+        seen: dict[str, list[Any]] = {}
+        for k, v in value.pairs:
+            seen.setdefault(k, []).append(v)
+        for k, values in seen.items():
+            if len(values) == 1:
+                continue
+            field = f"{path}.{k}" if path else k
+            times = _TIMES.get(len(values), f"{len(values)} times")
+            if all(v == values[-1] for v in values):
+                notes.append(f"field {field!r} appears {times} {where}, with the same value; nothing is lost")
+            else:
+                lost = ", ".join(_shown(v) for v in values[:-1])
+                first = "the first value" if len(values) == 2 else "the earlier values"
+                notes.append(
+                    f"field {field!r} appears {times} {where}; {first} {lost} would be lost "
+                    f"(the last, {_shown(values[-1])}, is used)"
+                )
+    return {k: _unmark(v, f"{path}.{k}" if path else k, where, notes) for k, v in value.items()}
+
+
+# ---------------------------------------------------------------- conversations whose turns do not alternate
+
+# Speakers by the role they play, in both styles ({role, content} and ShareGPT's {from, value}); tool and function
+# turns are left out: several tool results in a row are normal (parallel calls).
+_SPEAKER_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+}
+
+
+def turn_speaker_key(turn: Any) -> str | None:
+    """The key that names a turn's speaker: "role" ({role, content}) or "from" (ShareGPT), else None."""
+    if isinstance(turn, dict):
+        if "role" in turn:
+            return "role"
+        if "from" in turn:
+            return "from"
+    return None
+
+
+def turn_role(turn: Any) -> str | None:
+    """system / user / assistant for a chat turn in either style; None for tool turns and anything else."""
+    key = turn_speaker_key(turn)
+    return _SPEAKER_ROLES.get(str(turn[key]).lower()) if key else None
+
+
+def _turn_notes(value: Any) -> list[str]:
+    """Notes on the turn lists of a row: two user (or assistant) turns in a row, a system turn that is not first."""
+    if not isinstance(value, dict):
+        return []
+    notes = []
+    for key, turns in value.items():
+        if not (isinstance(turns, list) and turns and turn_speaker_key(turns[0])):
+            continue
+        previous = None
+        for i, turn in enumerate(turns):
+            role = turn_role(turn)
+            field = f"{key}[{i}]"
+            if role == "system" and i > 0:
+                notes.append(
+                    f"field {field!r}: a system turn after the conversation has begun (the chat template puts the "
+                    "system prompt first; this one is shown to the model mid-conversation)"
+                )
+            elif role in ("user", "assistant") and role == previous:
+                notes.append(
+                    f"field {field!r}: a second {role} turn in a row ({key}[{i - 1}] is a {role} turn too); the "
+                    "turns of a conversation alternate between user and assistant"
+                )
+            previous = role if turn_speaker_key(turn) else None
+    return notes
+
+
+# The kind of each note, told by the words it is written with (notes are one-line strings, see `Row.notes`);
+# the quality report groups notes by kind and `data clean` decides per kind what it does.
+_NOTE_KINDS = (
+    ("duplicate-key-same", re.compile(r"^field .* appears .*, with the same value; nothing is lost$")),
+    ("duplicate-key", re.compile(r"^field .* appears (?:twice|three times|\d+ times) ")),
+    ("non-finite-number", re.compile(r"does not fit a 64-bit float|is not a number JSON allows")),
+    ("number-as-text", re.compile(r"expected text, got (?:a number|true/false)")),
+    ("consecutive-turns", re.compile(r"a second (?:user|assistant) turn in a row")),
+    ("system-not-first", re.compile(r"a system turn after the conversation has begun")),
+)
+_NOTE_FIELD = re.compile(r"""^field (['"])(.*?)\1""")
+
+
+def note_kind(note: str) -> str:
+    """The kind of a row note: duplicate-key(-same), non-finite-number, number-as-text, consecutive-turns,
+    system-not-first, or "other"."""
+    return next((kind for kind, pattern in _NOTE_KINDS if pattern.search(note)), "other")
+
+
+def note_field(note: str) -> str | None:
+    """The field a note names ("messages[2].content"), or None."""
+    m = _NOTE_FIELD.match(note)
+    return m.group(2) if m else None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
+    decoder = _Decoder()
     for lineno, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = decoder.decode(line)
         except json.JSONDecodeError as e:
             raise UserError(
                 f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno}); each line of a .jsonl "
@@ -81,7 +278,12 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             ) from None
         except RecursionError:
             raise _too_deep(path, f"line {lineno}: ") from None
-        yield f"line {lineno}", value
+        except ValueError as e:  # e.g. an integer of more than 4300 digits (Python's int-to-text limit)
+            raise UserError(f"{path}: line {lineno}: not a readable JSON value ({e})") from None
+        notes: list[str] = []
+        if decoder.marked:
+            value = _unmark(value, "", "on this line", notes)
+        yield f"line {lineno}", value, tuple(notes)
 
 
 def _columns_to_rows(path: Path, data: dict) -> list[dict] | None:
@@ -103,12 +305,13 @@ def _columns_to_rows(path: Path, data: dict) -> list[dict] | None:
     return None
 
 
-def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+def _read_json(path: Path) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
     text = _decode(path)
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
+    decoder = _Decoder()
     try:
-        data = json.loads(text)
+        data = decoder.decode(text)
     except json.JSONDecodeError as e:
         hint = ""
         if e.msg == "Extra data" and text.lstrip().startswith("{"):
@@ -116,6 +319,12 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
         raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}){hint}") from None
     except RecursionError:
         raise _too_deep(path, "") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits (Python's int-to-text limit)
+        raise UserError(f"{path}: not a readable JSON value ({e})") from None
+    if isinstance(data, _Repeated):
+        # The file's outer object is not a row: a key given twice there loses a whole column or list of rows.
+        key = next(k for k, n in Counter(k for k, _ in data.pairs).items() if n > 1)
+        raise UserError(f"{path}: the key {key!r} appears more than once in the outer object; rename or merge them")
     if isinstance(data, dict):
         rows = _columns_to_rows(path, data)
         if rows is None:
@@ -136,7 +345,10 @@ def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON array of rows, got {json_type(data)}")
     for i, value in enumerate(data, start=1):
-        yield f"row {i}", value
+        notes: list[str] = []
+        if decoder.marked:
+            value = _unmark(value, "", "in this row", notes)
+        yield f"row {i}", value, tuple(notes)
 
 
 def _sniff_delimiter(path: Path, text: str) -> str:
@@ -149,7 +361,7 @@ def _sniff_delimiter(path: Path, text: str) -> str:
     return best
 
 
-def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
+def _read_csv(path: Path) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
     text = _decode(path)
     delimiter = _sniff_delimiter(path, text)
     # The csv module must see the raw text with its newlines (newline=""): a quoted cell may span several lines.
@@ -173,7 +385,7 @@ def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
                     f"probably contains the delimiter {delimiter!r} — put such cells in double quotes"
                 )
             cells += [""] * (len(header) - len(cells))
-            yield f"row {rowno}", {h: c for h, c in zip(header, cells, strict=True) if h}
+            yield f"row {rowno}", {h: c for h, c in zip(header, cells, strict=True) if h}, ()
     except csv.Error as e:
         raise UserError(f"{path}: row {reader.line_num}: {e}; check the quoting of that row") from None
     # Without `strict`, csv silently runs a quote that is never closed to the end of the file, swallowing the
@@ -190,7 +402,7 @@ def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
                 ) from None
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+def _read_parquet(path: Path) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
     import pyarrow.parquet as pq
 
     try:
@@ -198,10 +410,10 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
     except Exception as e:  # pyarrow raises several types for damaged files
         raise UserError(f"{path}: not a readable Parquet file ({e})") from None
     for i, value in enumerate(table.to_pylist(), start=1):
-        yield f"row {i}", {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in value.items()}
+        yield f"row {i}", {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in value.items()}, ()
 
 
-def _read_text(path: Path) -> Iterator[tuple[str, Any]]:
+def _read_text(path: Path) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
     block: list[str] = []
     start = 0
     for lineno, line in enumerate([*_decode(path).splitlines(), ""], start=1):
@@ -210,11 +422,12 @@ def _read_text(path: Path) -> Iterator[tuple[str, Any]]:
                 start = lineno
             block.append(line)
         elif block:
-            yield f"line {start}", {"text": "\n".join(block)}
+            yield f"line {start}", {"text": "\n".join(block)}, ()
             block = []
 
 
-READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any]]]] = {
+# A reader yields `(ref, value, notes)` per row: where the row is, its value, what reading it changed.
+READERS: dict[str, Callable[[Path], Iterator[tuple[str, Any, tuple[str, ...]]]]] = {
     ".jsonl": _read_jsonl,
     ".json": _read_json,
     ".csv": _read_csv,
@@ -248,14 +461,16 @@ def read_rows(path: Path) -> list[Row]:
     """Read every row of a data file, or of every data file under a directory (sorted by path)."""
     if path.is_dir():
         return [
-            Row(r.value, r.path, f"{r.path.relative_to(path)}: {r.ref}") for f in _files_in(path) for r in read_rows(f)
+            Row(r.value, r.path, f"{r.path.relative_to(path)}: {r.ref}", r.notes)
+            for f in _files_in(path)
+            for r in read_rows(f)
         ]
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise unknown_choice(f"data file type for {path}", path.suffix or "(none)", list(READERS))
-    return [Row(value, path, ref) for ref, value in reader(path)]
+    return [Row(value, path, ref, notes + tuple(_turn_notes(value))) for ref, value, notes in reader(path)]
 
 
 # ---------------------------------------------------------------- writers: rows -> file (atomically)
