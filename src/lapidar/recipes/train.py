@@ -24,7 +24,7 @@ from rich.table import Table
 
 from lapidar.config import TrainConfig, load_config, save_yaml
 from lapidar.data.formats import Example, bundled_example, load_examples
-from lapidar.data.quality import fatal_findings, raise_on_fatal
+from lapidar.data.quality import fatal_findings, note_warnings, raise_on_fatal
 from lapidar.data.tokenize import answer_spans
 from lapidar.errors import UserError
 from lapidar.evaluation.diagnosis import diagnose, print_findings
@@ -38,6 +38,7 @@ from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks
 from lapidar.training.loop import RunData, StopRequest, TrainingDiverged, fit
 from lapidar.training.objectives import KINDS_FOR_OBJECTIVE, OBJECTIVE_FOR_KIND, get_objective
+from lapidar.training.optim import check_optimizer
 from lapidar.training.trackers import open_trackers
 
 __all__ = ["load_prepared_model", "main", "print_summary", "resume_config", "setup", "stop_on_signals"]
@@ -89,12 +90,14 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
     method = get_method(cfg.method)
     if method.adapter:
         resolve_targets(cfg.target_modules)
+    check_optimizer(method.optimizer or cfg.optimizer)  # a missing package fails before data and weights load
     train_path, val_path = _data_paths(cfg)
     all_kinds = tuple(OBJECTIVE_FOR_KIND)
     examples, fmt = load_examples(train_path, kinds=all_kinds)
     objective, why = _objective(cfg, examples[0].kind, train_path)
     val_examples = load_examples(val_path, kinds=KINDS_FOR_OBJECTIVE[objective])[0] if val_path else []
-    notes: list[str] = [why]
+    # What reading changed (a key given twice, a number read as text...): one line per kind, before the split.
+    notes: list[str] = [why, *note_warnings(examples, train_path), *note_warnings(val_examples, val_path)]
     if not val_path:
         examples, val_examples = _split(examples, cfg.val_fraction, cfg.seed)
         if val_examples:

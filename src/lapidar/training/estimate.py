@@ -290,9 +290,9 @@ def verdict(peak: float, capacity: float) -> str:
     return NO_FIT
 
 
-def _candidates(plan: Plan) -> list[tuple[str, str, Plan]]:
+def _candidates(plan: Plan, multi_gpu: bool = True) -> list[tuple[str, str, Plan]]:
     """(lever, change, plan) for single changes, cheapest first: the same training a little slower, then less
-    memory for some quality, then shorter rows, then more GPUs."""
+    memory for some quality, then shorter rows, then more GPUs (`multi_gpu`: only where `--gpus` is a flag)."""
     out: list[tuple[str, str, Plan]] = []
     for b in sorted({plan.batch_size // 2, 1}, reverse=True):
         if 1 <= b < plan.batch_size:
@@ -320,7 +320,7 @@ def _candidates(plan: Plan) -> list[tuple[str, str, Plan]]:
             labels = None if plan.label_tokens is None else math.ceil(plan.label_tokens * length / plan.seq_len)
             change = f"--max-length {length} (longer rows are cut)"
             out.append(("length", change, plan.with_(seq_len=length, label_tokens=labels)))
-    if plan.device == "cuda":
+    if plan.device == "cuda" and multi_gpu:
         for n in (2, 4, 8):
             if n > plan.gpus or (n == plan.gpus and plan.zero < 3):
                 change = f"--gpus {n} --zero 3 (weights, gradients and states sharded)"
@@ -328,11 +328,15 @@ def _candidates(plan: Plan) -> list[tuple[str, str, Plan]]:
     return out
 
 
-def fixes(plan: Plan, capacity: float, limit: int = 4) -> list[Fix]:
+def fixes(plan: Plan, capacity: float, limit: int = 4, multi_gpu: bool = True) -> list[Fix]:
     """The cheapest changes that make `plan` fit `capacity`: single changes in order of cost; when none is
-    enough, the cheapest combination (one change per lever, each lever taken at its first option that helps)."""
+    enough, the cheapest combination (one change per lever, each lever taken at its first option that helps).
+
+    Each change is written as the flags that make it; `multi_gpu=False` leaves out `--gpus`/`--zero`, which
+    `lapidar estimate` has and `lapidar train` does not.
+    """
     found: list[Fix] = []
-    for _, change, candidate in _candidates(plan):
+    for _, change, candidate in _candidates(plan, multi_gpu):
         est = estimate_memory(candidate)
         if verdict(est.total, capacity) == FITS:
             found.append(Fix(change, candidate, est, FITS))
@@ -342,7 +346,7 @@ def fixes(plan: Plan, capacity: float, limit: int = 4) -> list[Fix]:
         return found
     current, taken = plan, {}
     while True:
-        options = [(lever, change, p) for lever, change, p in _candidates(current) if lever not in taken]
+        options = [(lever, change, p) for lever, change, p in _candidates(current, multi_gpu) if lever not in taken]
         if not options:
             return []
         # The cheapest remaining lever, at the option that lowers the peak most.
@@ -546,7 +550,9 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> 
     )
     if report.verdict != NO_FIT:
         return
-    advice = "; ".join(f"{f.change} -> {_gib(f.estimate.total)}" for f in report.fixes) or "a larger machine"
+    # Advice for `lapidar train`: only changes made with its own flags (no --gpus).
+    train_fixes = fixes(report.plan, cap, multi_gpu=False)
+    advice = "; ".join(f"{f.change} -> {_gib(f.estimate.total)}" for f in train_fixes) or "a larger machine"
     message = (
         f"this run needs about {_gib(est.total)} but {report.device.name} has {_gib(cap)}; "
         f"cheapest changes: {advice}; see `lapidar estimate` for the breakdown, or pass --force to try anyway"

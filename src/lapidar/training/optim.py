@@ -14,7 +14,7 @@ from lapidar.methods import get_method
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "check_optimizer", "param_groups", "q_galore_problem"]
 
 # GaLore projects only the big matrices of the decoder blocks; embeddings, norms and biases use plain AdamW.
 _GALORE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -79,18 +79,43 @@ def _galore(groups, cfg: TrainConfig):
     return galore.GaLoreAdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _q_galore(groups, cfg: TrainConfig):
-    qgalore = _needs("q_galore_torch", "galore", "Q-GaLore")
-    bnb = _needs("bitsandbytes", "qlora", "Q-GaLore")
-    major, minor = (int(x) for x in bnb.__version__.split(".")[:2])
-    if (major, minor) >= (0, 44):
-        # q-galore-torch 1.0 (its only release) calls bitsandbytes' 8-bit update kernels with the pre-0.44
-        # signature (config keys `percentile_clipping`/`block_wise`, no `absmax2`): it fails at the first step.
-        raise UserError(
-            f"q-galore: q-galore-torch 1.0 does not work with bitsandbytes {bnb.__version__} (it needs < 0.44, "
-            "whose kernels are CUDA-only); use --method galore (same projection, fp32 states) instead"
+def q_galore_problem() -> str | None:
+    """Why Q-GaLore cannot run in this environment, or None when it can.
+
+    q-galore-torch 1.0 (its only release) calls bitsandbytes' 8-bit update kernels with the pre-0.44 signature
+    (config keys `percentile_clipping`/`block_wise`, no `absmax2`): with bitsandbytes >= 0.44 it fails at the first
+    step, and bitsandbytes < 0.44 has CUDA-only kernels. So no `pip install` makes it work next to lapidar's qlora
+    extra; the message says what would, and what to use instead.
+    """
+    import importlib.metadata as md
+
+    instead = "use --method galore (the same gradient projection with fp32 optimiser states) instead"
+    try:
+        bnb_version = md.version("bitsandbytes")
+    except md.PackageNotFoundError:
+        bnb_version = None
+    if bnb_version is not None and tuple(int(x) for x in bnb_version.split(".")[:2]) >= (0, 44):
+        return (
+            f"q-galore: q-galore-torch 1.0 does not work with bitsandbytes {bnb_version} (it needs bitsandbytes "
+            f"< 0.44, whose kernels are CUDA-only); {instead}"
         )
-    return qgalore.QGaLoreAdamW8bit(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    try:
+        md.version("q-galore-torch")
+    except md.PackageNotFoundError:
+        return (
+            "q-galore needs the q-galore-torch package and bitsandbytes < 0.44 (CUDA only), which lapidar does not "
+            f"install because its qlora extra needs bitsandbytes >= 0.45; {instead}"
+        )
+    return None
+
+
+def _q_galore(groups, cfg: TrainConfig):
+    problem = q_galore_problem()
+    if problem:
+        raise UserError(problem)
+    import q_galore_torch  # present: q_galore_problem() checked it
+
+    return q_galore_torch.QGaLoreAdamW8bit(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 OPTIMIZERS: dict[str, Callable[[list, TrainConfig], torch.optim.Optimizer]] = {
@@ -101,6 +126,27 @@ OPTIMIZERS: dict[str, Callable[[list, TrainConfig], torch.optim.Optimizer]] = {
     "galore": _galore,
     "q-galore": _q_galore,
 }
+
+
+# The packages each optimiser needs, checked before any weights load: (import name, extra that installs it).
+_PACKAGES = {
+    "adamw-8bit": [("bitsandbytes", "qlora")],
+    "lion": [("bitsandbytes", "qlora")],
+    "galore": [("galore_torch", "galore")],
+}
+
+
+def check_optimizer(name: str) -> None:
+    """Fail before the model loads when optimiser `name` cannot run here (a missing package, q-galore's clash)."""
+    import importlib.util
+
+    if name not in OPTIMIZERS:
+        raise unknown_choice("optimizer", name, list(OPTIMIZERS))
+    if name == "q-galore" and (problem := q_galore_problem()):
+        raise UserError(problem)
+    for package, extra in _PACKAGES.get(name, []):
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"optimizer {name} needs the {package} package: pip install 'lapidar[{extra}]'")
 
 
 def build_optimizer(model, cfg: TrainConfig, implied: str | None = None) -> torch.optim.Optimizer:
