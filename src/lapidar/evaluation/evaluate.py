@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lapidar.data.formats import Example, load_dataset, require_kind
-from lapidar.data.tokenize import collate, encode_conversation
+from lapidar.data.tokenize import collate, encode_conversation, render_prompt
 from lapidar.errors import UserError
 from lapidar.evaluation.metrics import (
     Answer,
@@ -36,6 +36,7 @@ from lapidar.evaluation.metrics import (
     task_shape,
 )
 from lapidar.inference.generate import Loaded, load_for_inference
+from lapidar.inference.tools import parse_tool_calls
 from lapidar.io import write_json, write_text
 from lapidar.models.loading import RANDOM_LABEL, RUN_FILE, ModelSource
 from lapidar.training.loss import causal_lm_loss
@@ -153,14 +154,21 @@ def auto_max_new_tokens(tokenizer, references: Sequence[str]) -> int:
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int, batch_size: int = 8, bf16: bool = False
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    bf16: bool = False,
+    tools: Sequence[list | None] | None = None,
 ) -> list[_Generated]:
-    """Greedy answers for many prompts, `batch_size` at a time, left-padded and grouped by length."""
+    """Greedy answers for many prompts, `batch_size` at a time, left-padded and grouped by length.
+
+    `tools[i]` are prompt i's tool specs, rendered into its system turn by the chat template (None: no tools)."""
+    tools = tools or [None] * len(prompts)
     encoded = [
-        tokenizer(
-            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True), add_special_tokens=False
-        )["input_ids"]
-        for p in prompts
+        tokenizer(render_prompt(tokenizer, p, t), add_special_tokens=False)["input_ids"]
+        for p, t in zip(prompts, tools, strict=True)
     ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     device = next(model.parameters()).device
@@ -206,7 +214,7 @@ def answer_loss(
     model, tokenizer, examples: Sequence[Example], max_length: int = 1024, batch_size: int = 8, bf16: bool = False
 ) -> float:
     """Teacher-forced cross-entropy per answer token (nats), exactly as training measures validation loss."""
-    encoded = [encode_conversation(tokenizer, ex.messages, max_length, ex.source) for ex in examples]
+    encoded = [encode_conversation(tokenizer, ex.messages, max_length, ex.source, ex.tools) for ex in examples]
     encoded = sorted((e for e in encoded if e.n_answer_tokens), key=lambda e: len(e.input_ids))
     device = next(model.parameters()).device
     was_training = model.training
@@ -256,7 +264,9 @@ def generation_metrics(
     references = [ex.messages[-1]["content"] for ex in examples]
     chosen = resolve_metrics(metrics, references)
     budget = max_new_tokens or auto_max_new_tokens(tokenizer, references)
-    generated = generate_answers(model, tokenizer, [ex.messages[:-1] for ex in examples], budget, batch_size, bf16)
+    generated = generate_answers(
+        model, tokenizer, [ex.messages[:-1] for ex in examples], budget, batch_size, bf16, [ex.tools for ex in examples]
+    )
     return score(_answers(generated, examples), chosen)[0]
 
 
@@ -271,7 +281,12 @@ def score_model(
 ) -> ModelScores:
     """Answer every example greedily, score the answers, and measure the loss on the references."""
     generated = generate_answers(
-        loaded.model, loaded.tokenizer, [ex.messages[:-1] for ex in examples], max_new_tokens, batch_size
+        loaded.model,
+        loaded.tokenizer,
+        [ex.messages[:-1] for ex in examples],
+        max_new_tokens,
+        batch_size,
+        tools=[ex.tools for ex in examples],
     )
     answers = _answers(generated, examples)
     totals, rows = score(answers, metrics)
@@ -368,6 +383,10 @@ def _forgetting_verdict(before: ModelScores, after: ModelScores) -> dict:
 # ---------------------------------------------------------------- output
 
 
+def _call_list(text: str) -> list[dict]:
+    return [{"name": c.name, "arguments": c.arguments} for c in parse_tool_calls(text).calls]
+
+
 def _prediction_rows(examples: Sequence[Example], model: ModelScores, base: ModelScores | None, shape: str) -> str:
     lines = []
     for i, ex in enumerate(examples):
@@ -382,8 +401,12 @@ def _prediction_rows(examples: Sequence[Example], model: ModelScores, base: Mode
             "n_tokens": a.n_tokens,
             "scores": model.rows[i],
         }
+        if ex.tools:
+            row["tools"] = ex.tools
         if shape == "classification":
             row["labels"] = {"reference": label(a.reference), "prediction": label(a.prediction)}
+        if shape == "tool_call":  # the calls as the metric saw them, so a miss can be read at a glance
+            row["tool_calls"] = {"reference": _call_list(a.reference), "prediction": _call_list(a.prediction)}
         if model.random_init:
             row["note"] = RANDOM_LABEL
         if base is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lapidar.errors import UserError, unknown_choice
+from lapidar.inference.tools import TOOL_OPEN, ToolCall, parse_tool_calls
 
 __all__ = [
     "METRICS",
@@ -186,6 +187,21 @@ def _corpus_chrf(answers: Sequence[Answer]) -> float:
     return float(sacrebleu.corpus_chrf([a.prediction for a in answers], [[a.reference for a in answers]]).score)
 
 
+def _calls(text: str) -> list[ToolCall]:
+    return parse_tool_calls(text).calls
+
+
+def _tool_call_match(a: Answer) -> float:
+    # Parallel calls are independent, so their order does not matter; argument keys compare as parsed JSON.
+    return float(
+        sorted(c.canonical() for c in _calls(a.prediction)) == sorted(c.canonical() for c in _calls(a.reference))
+    )
+
+
+def _tool_name_match(a: Answer) -> float:
+    return float(sorted(c.name for c in _calls(a.prediction)) == sorted(c.name for c in _calls(a.reference)))
+
+
 def _json_valid(a: Answer) -> float:
     return float(_parse_json(a.prediction)[0])
 
@@ -234,6 +250,8 @@ METRICS: dict[str, Metric] = {
         Metric("bleu", "BLEU (sacrebleu, 0-100); corpus score, per-row sentence BLEU", _sentence_bleu, _corpus_bleu, scale="0-100"),
         Metric("chrf", "chrF character n-gram F-score (sacrebleu, 0-100)", _sentence_chrf, _corpus_chrf, scale="0-100"),
         Metric("json_valid", "answer parses as JSON", _json_valid),
+        Metric("tool_call_match", "the answer's tool calls equal the reference's: names and JSON arguments (key and call order ignored; no call = no call)", _tool_call_match),
+        Metric("tool_name_match", "the answer calls the same functions as the reference (arguments not compared)", _tool_name_match),
         Metric("answer_length", "generated tokens per answer", lambda a: float(a.n_tokens), higher_is_better=None, scale="tokens"),
         Metric("eos_rate", "share of answers that ended with the end-of-answer token", lambda a: float(a.stopped_at_eos)),
     )
@@ -319,9 +337,11 @@ def custom_metric(spec: str) -> Metric:
 
 
 def task_shape(references: Sequence[str]) -> str:
-    """Classify the answers: `json` (every reference is a JSON object or array), `classification` (a small set
-    of short labels, each used about twice or more) or `text`."""
+    """Classify the answers: `tool_call` (some reference calls a tool), `json` (every reference is a JSON object or
+    array), `classification` (a small set of short labels, each used about twice or more) or `text`."""
     refs = [r.strip() for r in references]
+    if any(TOOL_OPEN in r and _calls(r) for r in refs):
+        return "tool_call"
     if refs and all(r[:1] in "{[" and _parse_json(r)[0] for r in refs):
         return "json"
     labels = {label(r) for r in refs}
@@ -334,6 +354,7 @@ def task_shape(references: Sequence[str]) -> str:
 _DEFAULTS = {
     "classification": ["accuracy", "macro_f1", "exact_match", "normalized_exact_match"],
     "json": ["json_valid", "exact_match", "token_f1"],
+    "tool_call": ["tool_call_match", "tool_name_match", "exact_match", "token_f1"],
     "text": ["token_f1", "rouge_l", "bleu", "chrf", "exact_match", "normalized_exact_match"],
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lapidar.data.tokenize import render_prompt
 from lapidar.errors import UserError
 from lapidar.models.loading import RANDOM_LABEL, RUN_FILE, ModelSource, load_model, load_tokenizer, resolve_model
 from lapidar.models.tokens import add_new_tokens, resize_embeddings
@@ -79,14 +80,15 @@ def load_for_inference(target: str, checkpoint: str | None = None) -> Loaded:
     return Loaded(model, tokenizer, label, random_init)
 
 
-def _inputs(loaded: Loaded, messages: list[dict]) -> dict[str, torch.Tensor]:
-    text = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def _inputs(loaded: Loaded, messages: list[dict], tools: list | None = None) -> dict[str, torch.Tensor]:
+    text = render_prompt(loaded.tokenizer, messages, tools)
     enc = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")
     device = next(loaded.model.parameters()).device
     return {k: v.to(device) for k, v in enc.items()}
 
 
 def gen_kwargs(loaded: Loaded, opts: SamplingOptions) -> dict:
+    """`model.generate` keyword arguments for these decoding settings."""
     tok = loaded.tokenizer
     kwargs = {
         "max_new_tokens": opts.max_new_tokens,
@@ -103,24 +105,31 @@ def gen_kwargs(loaded: Loaded, opts: SamplingOptions) -> dict:
 
 
 @torch.no_grad()
-def generate(loaded: Loaded, messages: list[dict], opts: SamplingOptions | None = None) -> tuple[str, bool]:
-    """Answer the last user turn of `messages`. Returns (text, stopped_at_eos)."""
+def generate(
+    loaded: Loaded, messages: list[dict], opts: SamplingOptions | None = None, tools: list | None = None
+) -> tuple[str, bool]:
+    """Answer the last user turn of `messages`, with `tools` (tool specs) in the prompt when given.
+
+    Returns (text, stopped_at_eos); a tool call is in the text as Qwen2.5 writes it (`<tool_call>...</tool_call>`,
+    see lapidar.inference.tools.parse_tool_calls)."""
     opts = opts or SamplingOptions()
     torch.manual_seed(opts.seed)
-    inputs = _inputs(loaded, messages)
+    inputs = _inputs(loaded, messages, tools)
     out = loaded.model.generate(**inputs, **gen_kwargs(loaded, opts))
     new = out[0, inputs["input_ids"].shape[1] :].tolist()
     stopped = bool(new) and new[-1] == loaded.tokenizer.eos_token_id
     return loaded.tokenizer.decode(new, skip_special_tokens=True), stopped
 
 
-def stream(loaded: Loaded, messages: list[dict], opts: SamplingOptions | None = None) -> Iterator[str]:
-    """Yield the answer piece by piece as it is generated."""
+def stream(
+    loaded: Loaded, messages: list[dict], opts: SamplingOptions | None = None, tools: list | None = None
+) -> Iterator[str]:
+    """Yield the answer piece by piece as it is generated (`tools` as for `generate`)."""
     from transformers import TextIteratorStreamer
 
     opts = opts or SamplingOptions()
     torch.manual_seed(opts.seed)
-    inputs = _inputs(loaded, messages)
+    inputs = _inputs(loaded, messages, tools)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
     def work() -> None:

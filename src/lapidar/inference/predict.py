@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lapidar.data.formats import FORMATS, Message, convert_rows, detect_format
 from lapidar.data.readers import read_rows
+from lapidar.data.tokenize import render_prompt
 from lapidar.errors import UserError, unknown_choice
 from lapidar.inference.generate import Loaded, SamplingOptions, gen_kwargs, random_notice
 
@@ -52,6 +53,7 @@ class PromptRow:
     row: dict[str, Any]
     messages: list[Message]
     source: str  # "file: line N"
+    tools: list[Any] | None = None  # the row's tool specs, rendered into the prompt as in training
 
 
 def prompt_messages(messages: list[Message]) -> list[Message]:
@@ -89,15 +91,22 @@ def read_prompts(path: Path, fmt: str | None = None) -> list[PromptRow]:
         prompt = prompt_messages(messages)
         if not prompt:
             raise UserError(f"{row.where}: nothing to answer: the row has no message before its answer")
-        out.append(PromptRow(dict(row.value), prompt, row.where))
+        out.append(PromptRow(dict(row.value), prompt, row.where, ex.tools))
     return out
 
 
 @torch.no_grad()
-def predict_batch(loaded: Loaded, batch: list[list[Message]], opts: SamplingOptions) -> list[tuple[str, bool]]:
-    """Answer several conversations in one padded forward pass each step. Returns (text, stopped_at_eos)."""
+def predict_batch(
+    loaded: Loaded,
+    batch: list[list[Message]],
+    opts: SamplingOptions,
+    tools: list[list[Any] | None] | None = None,
+) -> list[tuple[str, bool]]:
+    """Answer several conversations in one padded forward pass each step; `tools[i]` are conversation i's tool
+    specs (None: no tools). Returns (text, stopped_at_eos)."""
     tok = loaded.tokenizer
-    texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+    tools = tools or [None] * len(batch)
+    texts = [render_prompt(tok, m, t) for m, t in zip(batch, tools, strict=True)]
     side = tok.padding_side
     tok.padding_side = "left"  # decoder-only: pad on the left so every answer starts right after its prompt
     try:
@@ -174,7 +183,7 @@ def main(
             # Seeded per batch position, so a resumed run samples what an uninterrupted one would have.
             sampling = SamplingOptions(**{**opts.sampling.__dict__, "seed": opts.sampling.seed + start})
             torch.manual_seed(sampling.seed)
-            answers = predict_batch(loaded, [r.messages for r in batch], sampling)
+            answers = predict_batch(loaded, [r.messages for r in batch], sampling, [r.tools for r in batch])
             for r, (text, stopped) in zip(batch, answers, strict=True):
                 record = {**r.row, "prediction": text}
                 if notice:

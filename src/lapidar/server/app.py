@@ -1,5 +1,11 @@
 """The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions, /v1/completions (streamed or not).
 
+Tool calling: a chat request's `tools` are rendered by the model's chat template (Qwen2.5 lists them in the
+system turn) and the answer's `<tool_call>` blocks come back as OpenAI `tool_calls` with finish_reason
+"tool_calls", streamed as `delta.tool_calls` entries (lapidar.inference.tools). `tool_choice` "auto" and "none"
+(tools left out of the prompt, text answer) are supported; "required" and a named function are refused with 400,
+as forcing a call needs constrained decoding.
+
 Safety by default: the body size is capped (413), bodies are validated (400 with an OpenAI-style error object),
 an API key, when set, is required as `Authorization: Bearer KEY` (401), and no request can take the server down:
 every failure becomes a JSON error for that request only. Answers of a randomly initialised model carry a
@@ -20,7 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lapidar.data.tokenize import render_prompt
+from lapidar.errors import UserError
 from lapidar.inference.generate import Loaded, random_notice
+from lapidar.inference.tools import ToolCallStream, new_call_id, parse_tool_calls
 from lapidar.server.engine import Delta, Engine, Job, PromptTooLong
 from lapidar.server.schemas import ChatRequest, CompletionRequest
 
@@ -168,35 +177,72 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        ids = tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                  add_special_tokens=False)["input_ids"]  # fmt: skip
+        tools = req.active_tools()
+        try:
+            prompt = render_prompt(tok, [m.for_template() for m in req.messages], tools)
+        except UserError as e:
+            return _error(400, str(e), code="tools_not_supported")
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
         try:
             work = job(req, ids)
         except PromptTooLong as e:
             return _error(400, str(e), code="context_length_exceeded")
         rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": now, "model": model_id}
+        max_calls = None if req.parallel_tool_calls else 1
         if not req.stream:
             d = await engine.run(work)
-            choice = {"index": 0, "message": {"role": "assistant", "content": d.text}, "finish_reason": d.finish_reason}
+            message: dict[str, Any] = {"role": "assistant", "content": d.text}
+            finish = d.finish_reason
+            if tools:
+                parsed = parse_tool_calls(d.text)
+                calls = parsed.calls[:max_calls]
+                message["content"] = parsed.content if calls else parsed.content or ""
+                if calls:
+                    message["tool_calls"] = [c.openai(new_call_id()) for c in calls]
+                    finish = "tool_calls"
+            choice = {"index": 0, "message": message, "finish_reason": finish}
             return labelled({**head, "object": "chat.completion", "choices": [choice], "usage": usage(d)})
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         async def chunks() -> AsyncIterator[dict]:
             base = {**head, "object": "chat.completion.chunk"}
-            yield labelled(
-                {
-                    **base,
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-                }
-            )
+
+            def chunk(delta: dict, finish: str | None = None) -> dict:
+                return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+            yield labelled(chunk({"role": "assistant", "content": ""}))
+            # With tools, text goes through the parser: content is sent as soon as it cannot be part of a
+            # <tool_call> block, a block is held until it closes and then sent as one tool_calls entry.
+            parser = ToolCallStream() if tools else None
+            n_calls = 0
+
+            def pieces(events: list) -> list[dict]:
+                nonlocal n_calls
+                out = []
+                for e in events:
+                    if isinstance(e, str):
+                        out.append(chunk({"content": e}))
+                    elif max_calls is None or n_calls < max_calls:
+                        # As OpenAI streams a call: id, type and name first, then the arguments.
+                        call = {"index": n_calls, "id": new_call_id(), "type": "function"}
+                        out.append(chunk({"tool_calls": [{**call, "function": {"name": e.name, "arguments": ""}}]}))
+                        out.append(
+                            chunk({"tool_calls": [{"index": n_calls, "function": {"arguments": e.arguments_json()}}]})
+                        )
+                        n_calls += 1
+                return out
+
             async for d in engine.stream(work):
-                if d.text:
-                    yield {**base, "choices": [{"index": 0, "delta": {"content": d.text}, "finish_reason": None}]}
+                if parser is None:
+                    if d.text:
+                        yield chunk({"content": d.text})
+                else:
+                    for c in pieces(parser.feed(d.text) + (parser.close() if d.finish_reason else [])):
+                        yield c
                 if d.finish_reason:
-                    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": d.finish_reason}]}
+                    yield chunk({}, "tool_calls" if n_calls else d.finish_reason)
                     if include_usage:
                         yield {**base, "choices": [], "usage": usage(d)}
 

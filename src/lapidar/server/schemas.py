@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "StreamOptions", "TextPart"]
+__all__ = ["ChatMessage", "ChatRequest", "CompletionRequest", "FunctionCall", "StreamOptions", "TextPart", "ToolCallIn"]
 
 MAX_STOP = 4  # as OpenAI's API
 
@@ -19,12 +20,48 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    """The function an earlier assistant turn called; `arguments` is a JSON string, as OpenAI sends it."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    arguments: str = "{}"
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_arguments(cls, v: str) -> str:
+        try:
+            json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"not valid JSON ({e.msg} at column {e.colno}); send the arguments as a JSON string"
+            ) from None
+        return v
+
+
+class ToolCallIn(BaseModel):
+    """One entry of an assistant message's `tool_calls` in the request (the conversation so far)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
-    """One chat turn."""
+    """One chat turn: an assistant turn may carry `tool_calls`, a `tool` turn carries a call's result."""
 
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _calls_are_assistant_turns(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"only assistant messages carry tool_calls, this one has role {self.role!r}")
+        return self
 
     def text(self) -> str:
         """The content as one string (parts joined, None as empty)."""
@@ -33,6 +70,20 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
+
+    def for_template(self) -> dict[str, Any]:
+        """The turn as Qwen2.5's chat template reads it: arguments as JSON values (the template writes them with
+        `tojson`, as the model was trained to write them), not as strings."""
+        out: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)},
+                }
+                for c in self.tool_calls
+            ]
+        return out
 
 
 class StreamOptions(BaseModel):
@@ -69,11 +120,52 @@ class _Sampling(BaseModel):
         return self.stop if isinstance(self.stop, list) else []
 
 
+TOOL_CHOICES = ("auto", "none")
+
+
 class ChatRequest(_Sampling):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Function specs {type: function, function: {name, description, parameters}}."
+    )
+    tool_choice: Any = Field(None, description='"auto" (default with tools) or "none" (answer in text).')
+    parallel_tool_calls: bool = Field(True, description="false: return only the first call of an answer.")
+    functions: Any = Field(None, description="Deprecated OpenAI form of tools: refused with a pointer to tools.")
+
+    @field_validator("tools")
+    @classmethod
+    def _check_tools(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        # Kept as sent (key order included): the template writes each spec with tojson, as training did.
+        for i, spec in enumerate(v or []):
+            fn = spec.get("function")
+            if spec.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError(f'tools[{i}]: expected {{"type": "function", "function": {{"name": ..., ...}}}}')
+        return v
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _check_tool_choice(cls, v: Any) -> Any:
+        if v is None or v in TOOL_CHOICES:
+            return v
+        shown = v if isinstance(v, str) else json.dumps(v)
+        raise ValueError(
+            f"{shown!r} is not supported: lapidar serve cannot force the model to call a tool (no constrained "
+            'decoding); send "auto" (the model decides) or "none" (no tools)'
+        )
+
+    @field_validator("functions")
+    @classmethod
+    def _no_functions(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError('the deprecated form is not supported; send tools=[{"type": "function", "function": ...}]')
+        return v
+
+    def active_tools(self) -> list[dict[str, Any]] | None:
+        """The tools to put in the prompt and parse calls for: none when tool_choice is "none"."""
+        return self.tools if self.tools and self.tool_choice != "none" else None
 
 
 class CompletionRequest(_Sampling):
