@@ -62,3 +62,34 @@ def test_collate_pads_right_and_masks(tokenizer):
     n = len(a.input_ids)
     assert batch["attention_mask"][0, n:].sum() == 0 and (batch["labels"][0, n:] == IGNORE).all()
     assert (batch["input_ids"][0, n:] == 151643).all()
+
+
+def test_weight_0_answer_is_context_and_weight_1_user_turn_is_trained(tokenizer):
+    # OpenAI / Axolotl per-message weights, as lapidar.data.formats stores them (only where not the default).
+    msgs = [
+        {"role": "user", "content": "A?"},
+        {"role": "assistant", "content": "One.", "weight": 0},
+        {"role": "user", "content": "B?", "weight": 1},
+        {"role": "assistant", "content": "Two."},
+    ]
+    enc = encode_conversation(tokenizer, msgs, max_length=512)
+    assert trained_text(tokenizer, enc) == "B?<|im_end|>Two.<|im_end|>"
+    # the weight never reaches the template: the text is the one the plain messages render to
+    plain = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    assert tokenizer.decode(enc.input_ids) == tokenizer.apply_chat_template(plain, tokenize=False)
+
+
+def test_every_answer_at_weight_0_leaves_no_label(tokenizer):
+    msgs = [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "One.", "weight": 0}]
+    assert encode_conversation(tokenizer, msgs, max_length=512).n_answer_tokens == 0
+
+
+def test_train_from_keeps_a_prompts_answers_as_context(tokenizer):
+    msgs = [
+        {"role": "user", "content": "A?"},
+        {"role": "assistant", "content": "One."},
+        {"role": "user", "content": "B?"},
+        {"role": "assistant", "content": "Two."},
+    ]
+    enc = encode_conversation(tokenizer, msgs, max_length=512, train_from=2)
+    assert trained_text(tokenizer, enc) == "Two.<|im_end|>"
