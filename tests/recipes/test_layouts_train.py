@@ -60,6 +60,31 @@ def _rows(city: str) -> list[dict]:
     ]  # fmt: skip
 
 
+def _sharegpt_rows(city: str) -> list[dict]:
+    """The same tasks in LLaMA-Factory's sharegpt (tools as JSON text, function_call/observation turns) with
+    Axolotl's per-turn `train` flags and role/value turns."""
+    return [
+        {
+            "conversations": [
+                {"from": "human", "value": f"Weather in {city}?"},
+                {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": city}})},
+                {"from": "observation", "value": '{"temp_c": 12}'},
+                {"from": "gpt", "value": f"It is 12 °C in {city}."},
+            ],
+            "tools": json.dumps([WEATHER]),
+        },
+        {
+            "conversations": [
+                {"from": "human", "value": f"Spell {city}."},
+                {"from": "gpt", "value": "No.", "train": False},
+                {"from": "human", "value": "Please."},
+                {"from": "gpt", "value": " ".join(city.upper()), "train": True},
+            ]
+        },
+        {"conversations": [{"role": "user", "value": f"Is {city} a city?"}, {"role": "assistant", "value": "Yes."}]},
+    ]
+
+
 def _config(tmp_path, train, val, **extra) -> TrainConfig:
     return TrainConfig(
         data=str(train), val_data=str(val), output=str(tmp_path / "run"), lr=2e-3, batch_size=4, seed=7, **extra
@@ -70,10 +95,11 @@ def _metrics(tmp_path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sft_on_a_file_mixing_the_layouts(tmp_path):
+@pytest.mark.parametrize("rows", [_rows, _sharegpt_rows], ids=["messages", "sharegpt"])
+def test_sft_on_a_file_mixing_the_layouts(tmp_path, rows):
     torch.set_num_threads(1)
-    train = write_jsonl(tmp_path / "train.jsonl", [r for c in CITIES[:6] for r in _rows(c)])
-    val = write_jsonl(tmp_path / "val.jsonl", [r for c in CITIES[6:] for r in _rows(c)])
+    train = write_jsonl(tmp_path / "train.jsonl", [r for c in CITIES[:6] for r in rows(c)])
+    val = write_jsonl(tmp_path / "val.jsonl", [r for c in CITIES[6:] for r in rows(c)])
     console = Console(file=io.StringIO(), width=200)
     summary, _ = main(_config(tmp_path, train, val, max_steps=5, eval_steps=5), console)
     shown = console.file.getvalue()
@@ -87,18 +113,38 @@ def test_sft_on_a_file_mixing_the_layouts(tmp_path):
     assert summary["train_rows"] == 18 and summary["steps"] == 5
 
 
-def test_dpo_on_chosen_messages_rejected_messages_rows(tmp_path):
+def _chosen_messages(r: dict) -> dict:
+    prompt = [{"role": "user", "content": r["prompt"]}]
+    return {
+        "chosen_messages": [*prompt, {"role": "assistant", "content": r["chosen"]}],
+        "rejected_messages": [*prompt, {"role": "assistant", "content": r["rejected"]}],
+    }
+
+
+def _trl_implicit(r: dict) -> dict:
+    prompt = [{"role": "user", "content": r["prompt"]}]
+    return {
+        "chosen": [*prompt, {"role": "assistant", "content": r["chosen"]}],
+        "rejected": [*prompt, {"role": "assistant", "content": r["rejected"]}],
+    }
+
+
+def _openai_dpo(r: dict) -> dict:
+    return {
+        "input": {"messages": [{"role": "user", "content": r["prompt"]}], "tools": [], "parallel_tool_calls": True},
+        "preferred_output": [{"role": "assistant", "content": r["chosen"]}],
+        "non_preferred_output": [{"role": "assistant", "content": r["rejected"]}],
+    }
+
+
+@pytest.mark.parametrize(
+    "layout", [_chosen_messages, _trl_implicit, _openai_dpo], ids=["chosen_messages", "trl", "openai"]
+)
+def test_dpo_on_whole_conversation_pairs(tmp_path, layout):
     torch.set_num_threads(1)
 
     def pairs(name: str) -> list[dict]:
-        rows = [json.loads(line) for line in (FIXTURES / "preference" / name).read_text().splitlines()]
-        return [
-            {
-                "chosen_messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
-                "rejected_messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}],
-            }
-            for r in rows
-        ]  # fmt: skip
+        return [layout(json.loads(line)) for line in (FIXTURES / "preference" / name).read_text().splitlines()]
 
     train = write_jsonl(tmp_path / "train.jsonl", pairs("pairs_train.jsonl"))
     val = write_jsonl(tmp_path / "val.jsonl", pairs("pairs_val.jsonl"))
