@@ -277,3 +277,24 @@ def test_openai_legacy_functions_and_function_call(tmp_path):
         == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
     )
     assert ex.messages[2] == msg("tool", "18 C")
+
+
+def test_ultrafeedback_binarized_rows_repeat_the_prompt_in_whole_conversations(tmp_path):
+    # HuggingFaceH4/ultrafeedback_binarized: prompt (text), chosen/rejected (whole conversations), messages (= chosen).
+    chosen = [msg(U, "Name a prime."), msg(A, "7")]
+    row = {
+        "prompt": "Name a prime.",
+        "prompt_id": "abc",
+        "chosen": chosen,
+        "rejected": [msg(U, "Name a prime."), msg(A, "9")],
+        "messages": chosen,
+        "score_chosen": 8.0,
+        "score_rejected": 2.0,
+    }
+    ds = load(tmp_path, row)
+    ex = ds.examples[0]
+    assert ds.fmt == "preference" and "not used: messages, prompt_id, score_chosen, score_rejected" in ds.reason
+    assert ex.messages == [msg(U, "Name a prime.")]
+    assert (ex.chosen, ex.rejected) == ([msg(A, "7")], [msg(A, "9")])
+    with pytest.raises(UserError, match=r"their last question \('Name a prime.'\) is not the row's prompt \('Other'\)"):
+        load(tmp_path, row | {"prompt": "Other"}, name="bad.jsonl")

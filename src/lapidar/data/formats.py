@@ -502,9 +502,20 @@ def _from_preference(row: dict, where: str) -> dict[str, Any]:
     elif row.get("question") is not None:
         prompt = _with_system(row, where, _prompt(row["question"], where, "question"))
     else:
-        # TRL's implicit prompt: chosen and rejected are whole conversations that share their first turns.
-        prompt, chosen, rejected = _split_pair(chosen, rejected, where, ("chosen", "rejected"))
-        prompt = _with_system(row, where, prompt)
+        prompt = []
+    if chosen and rejected and chosen[0]["role"] != "assistant" and rejected[0]["role"] != "assistant":
+        # Whole conversations: TRL's implicit prompt (no prompt field), or UltraFeedback-style rows whose `prompt`
+        # is repeated as the conversations' first turn. Split at the first differing turn.
+        shared, chosen, rejected = _split_pair(chosen, rejected, where, ("chosen", "rejected"))
+        asked = [m["content"] for m in prompt if m["role"] == "user"]
+        repeated = [m["content"] for m in shared if m["role"] == "user"]
+        if asked and (not repeated or asked[-1].strip() != repeated[-1].strip()):
+            raise UserError(
+                f"{where}: field 'chosen': chosen and rejected are whole conversations, but their last question "
+                f"({(repeated or [''])[-1][:40]!r}) is not the row's prompt ({asked[-1][:40]!r}); give the answers "
+                "only, or conversations that start with the prompt"
+            )
+        prompt = _with_system(row, where, shared)
     return {"messages": prompt, "chosen": chosen, "rejected": rejected, **_tools(row, where)}
 
 
@@ -656,7 +667,8 @@ FORMATS: dict[str, Format] = {
 }
 
 # Ties the subset rule cannot break: alpaca's optional `input` makes its rows fit input-output too.
-_SHADOWS = {"alpaca": ("input-output",)}
+# A `messages` column next to chosen/rejected (UltraFeedback's binarised rows) is the chosen conversation again.
+_SHADOWS = {"alpaca": ("input-output",), "preference": ("messages",)}
 
 # Every field name a format reads: the targets `--columns` may map onto.
 FIELD_NAMES = sorted(
