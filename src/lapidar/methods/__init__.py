@@ -37,6 +37,9 @@ class Method:
     # What the memory estimate needs beyond `adapter`/`quant`/`optimizer` (training/memory.py):
     partial: bool = False  # only some of the base's layers train (freeze)
     dora: bool = False  # the adapter adds a magnitude vector per target (DoRA)
+    # What the user should hear about this method on this model (a setting that does not do what it says), from the
+    # loaded model and the config; shown with the run's notes.
+    notes: Callable[[Any, TrainConfig], list[str]] | None = None
 
 
 def resolve_targets(names: list[str]) -> list[str]:
@@ -141,9 +144,7 @@ def _unfreeze_embeddings(model, rows: list[int] | None) -> None:
 def _freeze(model, cfg: TrainConfig, token_ids: list[int]):
     """Freeze everything but the last N decoder layers and the named extra modules (transfer learning)."""
     layers = model.model.layers
-    n = cfg.freeze_trainable_layers
-    if n > len(layers):
-        raise UserError(f"freeze_trainable_layers={n} but the model has only {len(layers)} layers")
+    n = min(cfg.freeze_trainable_layers, len(layers))  # more than the model has: all of them (`_freeze_notes` says so)
     for p in model.parameters():
         p.requires_grad_(False)
     for layer in list(layers)[len(layers) - n :]:
@@ -162,6 +163,21 @@ def _freeze(model, cfg: TrainConfig, token_ids: list[int]):
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("freeze: nothing left to train; set freeze_trainable_layers >= 1 or freeze_extra_modules")
     return model
+
+
+def _freeze_notes(model, cfg: TrainConfig) -> list[str]:
+    """Say so when `freeze_trainable_layers` leaves no decoder layer frozen: the run is then close to full fine-tuning
+    (every layer's weights and their optimiser state), not the cheap transfer learning `freeze` is chosen for."""
+    layers = len(model.model.layers)
+    n = cfg.freeze_trainable_layers
+    if n < layers:
+        return []
+    joint = "but" if n > layers else "and"
+    return [
+        f"freeze: freeze_trainable_layers={n} {joint} the model has {layers} layers: all {layers} layers train, this "
+        "is nearly a full fine-tune (only the embeddings, final norm and lm_head stay frozen); lower "
+        f"--freeze-trainable-layers below {layers} to freeze the first layers, or use --method full"
+    ]
 
 
 METHODS: dict[str, Method] = {
@@ -198,6 +214,7 @@ METHODS: dict[str, Method] = {
         "only the last N layers (+ named modules) train: cheap transfer learning, no adapter",
         False,
         partial=True,
+        notes=_freeze_notes,
     ),
     "galore": Method(
         _full,
@@ -243,6 +260,13 @@ def quantization_config(method: Method, compute_bf16: bool):
     )
 
 
-def apply_method(model, cfg: TrainConfig, token_ids: Sequence[int] = ()):
-    """Prepare `model` for training with `cfg.method`; the embedding rows of `token_ids` (new tokens) train too."""
-    return get_method(cfg.method).prepare(model, cfg, list(token_ids))
+def apply_method(model, cfg: TrainConfig, token_ids: Sequence[int] = (), notes: list[str] | None = None):
+    """Prepare `model` for training with `cfg.method`; the embedding rows of `token_ids` (new tokens) train too.
+
+    What the method has to tell the user about this model (e.g. `freeze` that freezes no layer) is appended to
+    `notes` (the run's notes, shown when training starts).
+    """
+    method = get_method(cfg.method)
+    if method.notes is not None and notes is not None:
+        notes += method.notes(model, cfg)
+    return method.prepare(model, cfg, list(token_ids))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 from lapidar.errors import UserError
@@ -19,7 +21,17 @@ from lapidar.io import atomic_dir, write_json
 from lapidar.models.presets import PRESETS, ModelPreset, get_preset
 from lapidar.models.qwen import BASE_EOS, INSTRUCT_EOS, build_tokenizer, chat_template, save_tokenizer
 
-__all__ = ["RANDOM_LABEL", "RUN_FILE", "ModelSource", "cache_dir", "load_model", "load_tokenizer", "resolve_model"]
+__all__ = [
+    "RANDOM_LABEL",
+    "RUN_FILE",
+    "ModelSource",
+    "cache_dir",
+    "check_model_dir",
+    "load_model",
+    "load_tokenizer",
+    "read_model_config",
+    "resolve_model",
+]
 
 RANDOM_LABEL = "(RANDOMLY INITIALISED weights: answers are not a real model's)"
 MARKER = "lapidar_model.json"  # written into every directory lapidar materialises
@@ -66,7 +78,9 @@ def resolve_model(spec: str, init: str = "pretrained", seed: int = 0) -> ModelSo
     hub_id = preset.hub_id if preset is not None else spec
     assert hub_id is not None
     kind = preset.kind if preset is not None else ("instruct" if "instruct" in hub_id.lower() else "base")
-    return ModelSource(name=hub_id, path=_download(hub_id), kind=kind, random_init=False)
+    path = _download(hub_id)
+    check_model_dir(path, read_model_config(path))  # a download cut short, or a hub model of another architecture
+    return ModelSource(name=hub_id, path=path, kind=kind, random_init=False)
 
 
 def _find_preset(spec: str) -> ModelPreset | None:
@@ -82,16 +96,309 @@ def _local_source(spec: str, path: Path) -> ModelSource:
             f"{path} is not a model directory: config.json is missing (expected a Hugging Face model folder "
             "with config.json, *.safetensors and tokenizer files)"
         )
+    config = read_model_config(path)
+    check_model_dir(path, config)
     marker = path / MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text(encoding="utf-8"))
         return ModelSource(name=meta["name"], path=path, kind=meta["kind"], random_init=meta["random_init"])
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     eos = config.get("eos_token_id")
     eos_ids = eos if isinstance(eos, list) else [eos]
     # Qwen2.5 instruct checkpoints end turns with <|im_end|> (151645); base checkpoints with <|endoftext|>.
     kind = "instruct" if 151645 in eos_ids or "instruct" in path.name.lower() else "base"
     return ModelSource(name=spec, path=path, kind=kind, random_init=False)
+
+
+# ---------------------------------------------------------------- checking a model directory before loading it
+#
+# A model directory is user input like a data file: it can be truncated by a cut-short copy, edited by hand, or
+# hold another architecture. Everything below reads only config.json, the small JSON headers of the safetensors
+# files and the directory listing, so a broken directory fails in milliseconds with one line, before any weights
+# (or the tokenizer, ~20 s to build from scratch) load.
+
+QWEN2_ARCHITECTURE = "Qwen2ForCausalLM"
+_REFETCH = "copy the directory again from its source (for a hub model: `hf download ORG/NAME --local-dir {path}`)"
+_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def read_model_config(path: Path) -> dict:
+    """Read `path/config.json` and check that it describes a Qwen2/Qwen2.5 causal LM of a consistent shape.
+
+    Raises a one-line `UserError` naming the file and the field for truncated JSON, another architecture, a
+    missing or non-positive size, heads that do not divide the hidden size, or a `layer_types` list whose length
+    is not `num_hidden_layers`.
+    """
+    file = path / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not a UTF-8 text file; {_REFETCH.format(path=path)}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{file}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}), the file is truncated or "
+            f"damaged; {_REFETCH.format(path=path)}"
+        ) from None
+    if not isinstance(config, dict):
+        raise UserError(f"{file}: expected a JSON object, found {type(config).__name__}; {_REFETCH.format(path=path)}")
+    _check_architecture(file, config)
+    _check_shape(file, config)
+    return config
+
+
+def _check_architecture(file: Path, config: dict) -> None:
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type == "qwen2" and (not architectures or architectures == [QWEN2_ARCHITECTURE]):
+        return
+    found = f"model_type {model_type!r}" + (f", architectures {architectures}" if architectures else "")
+    if model_type == "qwen2":
+        # Another head on the Qwen2 body (Qwen2ForSequenceClassification...): loading it as a causal LM would give
+        # it a randomly initialised lm_head without a word.
+        what = f"architectures {architectures}: not a causal language model"
+    else:
+        what = f"{found}: another architecture"
+    raise UserError(
+        f"{file}: {what}; lapidar fine-tunes Qwen2/Qwen2.5 causal LMs (model_type 'qwen2', architectures "
+        f"['{QWEN2_ARCHITECTURE}']); pass a Qwen2.5 model directory, a hub id such as Qwen/Qwen2.5-0.5B-Instruct, "
+        "or a preset from `lapidar models`"
+    )
+
+
+def _check_shape(file: Path, config: dict) -> None:
+    def field(name: str) -> int:
+        value = config.get(name)
+        if type(value) is not int or value < 1:
+            shown = "missing" if name not in config else f"{value!r}"
+            raise UserError(
+                f"{file}: field {name!r} is {shown}, expected a positive integer (every Qwen2 config.json has it); "
+                f"{_REFETCH.format(path=file.parent)}"
+            )
+        return value
+
+    hidden, _, layers, heads, _ = (field(name) for name in _SHAPE_FIELDS)
+    kv_heads = field("num_key_value_heads") if "num_key_value_heads" in config else heads
+    if heads % kv_heads:
+        raise UserError(
+            f"{file}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads} (grouped-query "
+            "attention shares each key/value head among a whole number of query heads); fix config.json"
+        )
+    if config.get("head_dim") is not None:
+        field("head_dim")  # an explicit head size (Qwen2's attention reads it) need not divide the hidden size
+    elif hidden % heads:
+        raise UserError(
+            f"{file}: hidden_size={hidden} is not a multiple of num_attention_heads={heads} (each head gets "
+            "hidden_size / num_attention_heads dimensions); fix config.json"
+        )
+    layer_types = config.get("layer_types")
+    if layer_types is not None:
+        if not isinstance(layer_types, list) or len(layer_types) != layers:
+            if isinstance(layer_types, list):
+                count = f"{len(layer_types)} {'entry' if len(layer_types) == 1 else 'entries'}"
+            else:
+                count = f"the value {layer_types!r}"
+            raise UserError(
+                f"{file}: field 'layer_types' has {count} but num_hidden_layers={layers}; expected one entry per "
+                f"layer ({' or '.join(_LAYER_TYPES)}), or remove 'layer_types'"
+            )
+        unknown = sorted({str(t) for t in layer_types} - set(_LAYER_TYPES))
+        if unknown:
+            raise UserError(
+                f"{file}: field 'layer_types' holds {', '.join(map(repr, unknown))}; expected "
+                f"{' or '.join(map(repr, _LAYER_TYPES))} for each of the {layers} layers"
+            )
+
+
+def check_model_dir(path: Path, config: dict) -> None:
+    """Check, without loading them, that `path` holds complete weight files matching `config` and a tokenizer.
+
+    Safetensors files are checked through their JSON headers: every file as long as its header says, every tensor
+    of a Qwen2ForCausalLM of this shape present with its shape, no tensor of a layer the config does not have.
+    """
+    _check_tokenizer_files(path)
+    tensors = _saved_tensors(path)
+    # GPTQ/AWQ checkpoints store packed tensors under other names; a .bin pickle has no cheap header.
+    if tensors is not None and "quantization_config" not in config:
+        _check_tensors(path, config, tensors)
+
+
+def _saved_tensors(path: Path) -> dict[str, tuple[list[int], Path]] | None:
+    """Name -> (shape, file) of every tensor in the safetensors weights of `path`; None for pytorch_model*.bin (a
+    damaged one fails in `load_model`)."""
+    files = _weight_files(path)
+    if not files[0].name.endswith(".safetensors"):
+        return None
+    tensors: dict[str, tuple[list[int], Path]] = {}
+    for file in files:
+        for name, shape in _safetensors_shapes(file).items():
+            tensors[name] = (shape, file)
+    return tensors
+
+
+def _absent_biases(path: Path) -> list[str]:
+    """The q/k/v bias tensors (names without `model.`) that a checkpoint of a bias-free attention does not hold."""
+    config_file = path / "config.json"
+    tensors = _saved_tensors(path) if config_file.is_file() else None
+    if tensors is None:
+        return []
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    saved = {name.removeprefix("model.") for name in tensors}
+    return [n for n in _expected_tensors(config) if n.endswith("_proj.bias") and n not in saved]
+
+
+def _check_tokenizer_files(path: Path) -> None:
+    if (path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+        return
+    raise UserError(
+        f"{path}: no tokenizer (expected tokenizer.json, or vocab.json + merges.txt, next to config.json); every "
+        f"Qwen2.5 model uses the same tokenizer: `hf download Qwen/Qwen2.5-0.5B-Instruct tokenizer.json "
+        f"tokenizer_config.json vocab.json merges.txt --local-dir {path}`"
+    )
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The weight files transformers would load from `path`, in its order of preference; all of them must exist."""
+    for name in (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ):
+        file = path / name
+        if file.is_file():
+            return _shards(file) if name.endswith(".index.json") else [file]
+    present = sorted(p.name for p in path.iterdir() if p.is_file())
+    raise UserError(
+        f"{path}: no model weights (expected model.safetensors, or model.safetensors.index.json and its shards; "
+        f"found {', '.join(present) or 'no files'}); copy the weight files into the directory, or save the model "
+        "there with `model.save_pretrained(DIR)`"
+    )
+
+
+def _shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        weight_map = None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise UserError(
+            f"{index}: not a weight index (expected a JSON object with a non-empty 'weight_map'), the file is "
+            f"truncated or damaged; {_REFETCH.format(path=index.parent)}"
+        )
+    names = sorted({str(v) for v in weight_map.values()})
+    missing = [n for n in names if not (index.parent / n).is_file()]
+    if missing:
+        raise UserError(
+            f"{index}: {len(missing)} of {len(names)} weight shards are missing ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); {_REFETCH.format(path=index.parent)}"
+        )
+    return [index.parent / n for n in names]
+
+
+def _safetensors_shapes(file: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors header; a file shorter than its header says is truncated.
+
+    Layout (https://github.com/huggingface/safetensors#format): 8 bytes little-endian header length N, N bytes of
+    JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}, then the data, offsets counted
+    from the end of the header.
+    """
+    size = file.stat().st_size
+    again = _REFETCH.format(path=file.parent)
+    with file.open("rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise UserError(
+                f"{file}: truncated or not a safetensors file ({size:,} bytes, no complete header); {again}"
+            )
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{file}: damaged safetensors header (not a JSON object); {again}")
+    shapes: dict[str, list[int]] = {}
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+            shapes[name] = [int(d) for d in info["shape"]]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise UserError(f"{file}: damaged safetensors header (tensor {name!r}); {again}") from None
+    if 8 + n + end > size:
+        raise UserError(
+            f"{file}: truncated: {size:,} bytes but its header describes {8 + n + end:,}, the copy or download was "
+            f"cut short; {again}"
+        )
+    return shapes
+
+
+def _expected_tensors(config: dict) -> dict[str, list[int]]:
+    """Name (without the `model.` prefix) -> shape of every tensor of a Qwen2ForCausalLM with this config."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    q, k = heads * head_dim, kv * head_dim
+    out = {"embed_tokens.weight": [vocab, hidden], "norm.weight": [hidden]}
+    if not config.get("tie_word_embeddings", False):
+        out["lm_head.weight"] = [vocab, hidden]
+    # transformers' Qwen2Attention: q/k/v with bias, o_proj without (modeling_qwen2.py).
+    per_layer = {
+        "self_attn.q_proj.weight": [q, hidden],
+        "self_attn.q_proj.bias": [q],
+        "self_attn.k_proj.weight": [k, hidden],
+        "self_attn.k_proj.bias": [k],
+        "self_attn.v_proj.weight": [k, hidden],
+        "self_attn.v_proj.bias": [k],
+        "self_attn.o_proj.weight": [hidden, q],
+        "mlp.gate_proj.weight": [inter, hidden],
+        "mlp.up_proj.weight": [inter, hidden],
+        "mlp.down_proj.weight": [hidden, inter],
+        "input_layernorm.weight": [hidden],
+        "post_attention_layernorm.weight": [hidden],
+    }
+    for i in range(config["num_hidden_layers"]):
+        out |= {f"layers.{i}.{name}": shape for name, shape in per_layer.items()}
+    return out
+
+
+def _check_tensors(path: Path, config: dict, tensors: dict[str, tuple[list[int], Path]]) -> None:
+    """Compare the saved tensors with the config's shape: a missing tensor would be randomly initialised and an
+    extra layer dropped by `from_pretrained`, each with only a log line; here both stop the run."""
+    found = {name.removeprefix("model."): value for name, value in tensors.items()}
+    expected = _expected_tensors(config)
+    config_file = path / "config.json"
+    for name, shape in expected.items():
+        if name not in found and name.endswith("_proj.bias"):
+            continue  # a checkpoint without attention biases: transformers sets them to zero, the same function
+        if name not in found:
+            if name == "lm_head.weight" and "embed_tokens.weight" in found:
+                raise UserError(
+                    f"{path}: the weights have no lm_head.weight but {config_file.name} says "
+                    'tie_word_embeddings=false; set "tie_word_embeddings": true in config.json if the output '
+                    "layer shares the embedding, else copy the complete weights"
+                )
+            raise UserError(
+                f"{path}: tensor {name!r} of a {QWEN2_ARCHITECTURE} with the shape of config.json is not in the weight "
+                f"files; the weights belong to another model or are incomplete: {_REFETCH.format(path=path)}"
+            )
+        saved, file = found[name]
+        if saved != shape:
+            raise UserError(
+                f"{file}: tensor {name!r} has shape {saved} but config.json implies {shape} (hidden_size, "
+                "intermediate_size, heads, vocab_size); the weights and config.json come from different models: "
+                f"{_REFETCH.format(path=path)}"
+            )
+    layer_ids = {int(n.split(".")[1]) for n in found if n.startswith("layers.") and n.split(".")[1].isdigit()}
+    extra = sorted(i for i in layer_ids if i >= config["num_hidden_layers"])
+    if extra:
+        raise UserError(
+            f"{config_file}: num_hidden_layers={config['num_hidden_layers']} but the weight files hold "
+            f"{max(layer_ids) + 1} layers; set num_hidden_layers to {max(layer_ids) + 1} or copy the matching config.json"
+        )
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -172,7 +479,14 @@ def load_tokenizer(source: ModelSource):
     """Load the tokenizer with the chat template lapidar trains with (plain template for base models)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(source.path))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source.path))
+    except Exception as e:  # tokenizers raises a bare Exception for a damaged tokenizer.json, transformers others
+        raise UserError(
+            f"{source.path}: the tokenizer could not be loaded ({_one_line(e)}); the tokenizer files are damaged or "
+            "incomplete; every Qwen2.5 model uses the same tokenizer: `hf download Qwen/Qwen2.5-0.5B-Instruct "
+            f"tokenizer.json tokenizer_config.json vocab.json merges.txt --local-dir {source.path}`"
+        ) from None
     if source.kind == "base":
         tok.chat_template = chat_template("base")
         tok.eos_token = BASE_EOS
@@ -187,6 +501,7 @@ def load_model(source: ModelSource, dtype=None, quantization_config=None):
     """Load the causal LM from its directory (SDPA attention, weights in `dtype` or as saved, optionally
     quantised with a `BitsAndBytesConfig`)."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {}
@@ -194,6 +509,26 @@ def load_model(source: ModelSource, dtype=None, quantization_config=None):
         kwargs["quantization_config"] = quantization_config
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": 0}  # bitsandbytes quantises while placing weights on the GPU
-    return AutoModelForCausalLM.from_pretrained(
-        str(source.path), dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.path), dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
+        )
+    except (OSError, ValueError, SafetensorError) as e:
+        # What `check_model_dir` cannot see without reading the data (a damaged .bin pickle, corrupt bytes).
+        raise UserError(
+            f"{source.path}: the model could not be loaded ({_one_line(e)}); {_REFETCH.format(path=source.path)}"
+        ) from None
+    # Qwen2's attention always has q/k/v biases; a checkpoint saved without them means zero biases. transformers
+    # zero-initialises absent biases on a plain load but leaves them as uninitialised memory when quantising with
+    # bitsandbytes (seen with transformers 5.24: values up to 1e38, a NaN loss at the first QLoRA step).
+    with torch.no_grad():
+        for name in _absent_biases(source.path):
+            linear = cast(torch.nn.Linear, model.get_submodule(f"model.{name.removesuffix('.bias')}"))
+            linear.bias.zero_()
+    return model
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an exception's message, for a one-line UserError."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]

@@ -198,7 +198,7 @@ def load_prepared_model(run: RunData):
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return apply_method(model, cfg, run.new_tokens.ids)
+    return apply_method(model, cfg, run.new_tokens.ids, run.notes)  # what the method says about this model
 
 
 @contextmanager

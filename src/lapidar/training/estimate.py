@@ -9,7 +9,6 @@ when it is given.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -150,11 +149,12 @@ def model_shape(spec: str, init: str = "pretrained") -> tuple[ModelShape, int]:
     Random-init presets are saved in fp32 below 1B parameters and bf16 above (`models/loading.py`); Qwen2.5
     checkpoints are bf16; a local directory says so in its config.json.
     """
+    from lapidar.models.loading import read_model_config
     from lapidar.models.presets import PRESETS, get_preset
 
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = read_model_config(path)  # truncated JSON, another architecture: one line, as for `train`
         return ModelShape.from_config(path.name, config), _dtype_bytes(config)
     try:
         preset = get_preset(spec)
