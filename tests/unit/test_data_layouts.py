@@ -298,3 +298,28 @@ def test_ultrafeedback_binarized_rows_repeat_the_prompt_in_whole_conversations(t
     assert (ex.chosen, ex.rejected) == ([msg(A, "7")], [msg(A, "9")])
     with pytest.raises(UserError, match=r"their last question \('Name a prime.'\) is not the row's prompt \('Other'\)"):
         load(tmp_path, row | {"prompt": "Other"}, name="bad.jsonl")
+
+
+def test_llama_factory_alpaca_kto_rows_are_feedback_not_sft(tmp_path):
+    # LLaMA-Factory data/README, "KTO Dataset" (alpaca): the thumbs-down rows must not be trained as good answers.
+    rows = [
+        {"instruction": "Is hail covered?", "input": "Policy HM-1", "output": "Yes, under §2.", "kto_tag": True},
+        {"instruction": "Is hail covered?", "input": "", "output": "lol no", "kto_tag": False},
+    ]
+    ds = load(tmp_path, *rows)
+    assert (ds.fmt, ds.kind) == ("alpaca-feedback", "feedback")
+    first, second = ds.examples
+    assert first.messages == [msg(U, "Is hail covered?\n\nPolicy HM-1")] and first.label is True
+    assert second.completion == [msg(A, "lol no")] and second.label is False
+
+
+def test_feedback_rows_convert_to_alpaca_kto_and_back(tmp_path):
+    ds = load(tmp_path, {"prompt": "q", "completion": "a", "label": False})
+    rows = convert_examples(ds.examples, "alpaca")
+    assert rows == [{"instruction": "q", "input": "", "output": "a", "kto_tag": False}]
+    again = load(tmp_path, *rows, name="back.jsonl").examples[0]
+    assert (again.messages, again.completion, again.label) == (
+        ds.examples[0].messages,
+        ds.examples[0].completion,
+        False,
+    )

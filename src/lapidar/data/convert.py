@@ -1,7 +1,7 @@
 """Write examples in another format: OpenAI/TRL `messages`, `alpaca` or `sharegpt` (LLaMA-Factory's layouts).
 
-Each target handles chat (SFT) rows and preference rows; feedback rows go to `messages` (prompt/completion/label)
-or `sharegpt` (`kto_tag`). A row a target cannot hold (tool turns in alpaca, say) is an error naming the row.
+Each target handles chat (SFT) rows and preference rows; feedback rows go to `messages` (prompt/completion/label),
+`sharegpt` or `alpaca` (`kto_tag`, LLaMA-Factory's KTO layouts). A row a target cannot hold (tool turns in alpaca, say) is an error naming the row.
 Everything written here is read back by `lapidar.data.formats` into the same examples.
 """
 
@@ -79,6 +79,9 @@ def _to_alpaca(ex: Example) -> dict[str, Any]:
             "chosen": _single_answer(ex, ex.chosen, "chosen", "alpaca"),
             "rejected": _single_answer(ex, ex.rejected, "rejected", "alpaca"),
         }
+    if ex.kind == "feedback":  # LLaMA-Factory's KTO layout in alpaca form
+        answer = _single_answer(ex, ex.completion, "completion", "alpaca")
+        return {**_alpaca_prompt(ex, ex.messages), "output": answer, "kto_tag": ex.label}
     raise UserError(f"{ex.source}: alpaca has no layout for {ex.kind} rows; use --to messages")
 
 

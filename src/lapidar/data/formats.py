@@ -592,6 +592,13 @@ def _from_sharegpt_feedback(row: dict, where: str) -> dict[str, Any]:
     return {"messages": turns[:last], "completion": turns[last:], "label": label, **_tools(row, where)}
 
 
+def _from_alpaca_feedback(row: dict, where: str) -> dict[str, Any]:
+    """LLaMA-Factory's KTO layout in alpaca form: instruction, input?, output, kto_tag."""
+    answer = {"role": "assistant", "content": _text(row["output"], where, "output")}
+    label = parse_label(row["kto_tag"], where, "kto_tag")
+    return {"messages": _alpaca_prompt(row, where), "completion": [answer], "label": label}
+
+
 def _from_feedback(row: dict, where: str) -> dict[str, Any]:
     prompt = _with_system(row, where, _prompt(row["prompt"], where, "prompt"))
     completion = _answer(row["completion"], where, "completion")
@@ -664,11 +671,18 @@ FORMATS: dict[str, Format] = {
     "sharegpt-feedback": Format(
         "feedback", ("conversations", "kto_tag"), _from_sharegpt_feedback, "conversations, kto_tag (true/false)"
     ),
+    "alpaca-feedback": Format(
+        "feedback",
+        ("instruction", "output", "kto_tag"),
+        _from_alpaca_feedback,
+        "instruction, input?, output, kto_tag (true/false)",
+        ("input", "system", "history"),
+    ),
 }
 
 # Ties the subset rule cannot break: alpaca's optional `input` makes its rows fit input-output too.
 # A `messages` column next to chosen/rejected (UltraFeedback's binarised rows) is the chosen conversation again.
-_SHADOWS = {"alpaca": ("input-output",), "preference": ("messages",)}
+_SHADOWS = {"alpaca": ("input-output",), "alpaca-feedback": ("input-output",), "preference": ("messages",)}
 
 # Every field name a format reads: the targets `--columns` may map onto.
 FIELD_NAMES = sorted(
