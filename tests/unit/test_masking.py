@@ -93,3 +93,17 @@ def test_train_from_keeps_a_prompts_answers_as_context(tokenizer):
     ]
     enc = encode_conversation(tokenizer, msgs, max_length=512, train_from=2)
     assert trained_text(tokenizer, enc) == "Two.<|im_end|>"
+
+
+def test_a_trained_tool_result_followed_by_another_is_found(tokenizer):
+    # The template closes a tool turn only after the last of consecutive tool results: a rendered prefix ending in
+    # the first one is not a prefix of the whole text, and the trained span must still be found.
+    msgs = [
+        {"role": "user", "content": "Weather in Oslo and Rome?"},
+        {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>", "weight": 0},
+        {"role": "tool", "content": "Oslo: 3 C", "weight": 1},
+        {"role": "tool", "content": "Rome: 20 C"},
+        {"role": "assistant", "content": "3 and 20."},
+    ]
+    enc = encode_conversation(tokenizer, msgs, max_length=512)
+    assert trained_text(tokenizer, enc) == "Oslo: 3 C3 and 20.<|im_end|>"
