@@ -12,6 +12,12 @@ Four kinds of data come out, so a training objective can pick what it understand
 - `text`: raw text for continued pretraining (`Example.text`);
 - `preference`: a prompt (`messages`) with a `chosen` and a `rejected` answer (DPO-style);
 - `feedback`: a prompt with one `completion` and a thumbs-up/down `label` (KTO-style).
+
+Turns are read in the layouts OpenAI, TRL, LLaMA-Factory and Axolotl document: `{role, content}` or
+`{from, value}`; content as text or as parts with the text under `text`, `value` or `content`; tool calls
+(`tool_calls`, `function_call`) as Qwen2.5's `<tool_call>` blocks and tool specs (`tools`, `functions`) as OpenAI's;
+an answer's reasoning (`reasoning_content`, reasoning parts) as a `<think>` prefix, noted on the row; per-message
+loss weights (`weight`, `loss_weight`, `train`, `training`: 0 = context only, 1 = trained) kept as `weight`.
 """
 
 from __future__ import annotations
