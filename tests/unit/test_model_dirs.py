@@ -74,7 +74,7 @@ def test_a_good_directory_passes_every_check(good):
 def test_truncated_config_json(model_dir):
     (model_dir / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 3', encoding="utf-8")
     assert error_of(model_dir) == (
-        f"{model_dir}/config.json: not valid JSON (Expecting ',' delimiter at line 1 column 57), the file is "
+        f"{model_dir}/config.json: not valid JSON (Expecting ',' delimiter: line 1 column 57), the file is "
         f"truncated or damaged; {REFETCH.format(model_dir)}"
     )
 
