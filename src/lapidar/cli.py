@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+TOOLS_HELP = "JSON file with a list of tool specs ({type: function, function: {name, parameters}}) for the prompt."
 
 
 @app.command()
@@ -61,17 +62,21 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeating tokens (1 = off).")] = 1.0,
+    tools: Annotated[Path | None, typer.Option(help=TOOLS_HELP)] = None,
 ) -> None:
     """Print one answer to stdout (for scripts). Notes go to stderr."""
     from lapidar.inference.generate import SamplingOptions, load_for_inference
     from lapidar.inference.generate import generate as gen
+    from lapidar.inference.tools import load_tools
 
+    specs = load_tools(tools) if tools else None
     quiet_libraries()
     loaded = load_for_inference(target)
     if loaded.random_init:
         err_console.print(f"[yellow]{loaded.label}[/yellow]")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    text, stopped = gen(loaded, messages, SamplingOptions(max_new_tokens, temperature, top_p, seed, repetition_penalty))
+    opts = SamplingOptions(max_new_tokens, temperature, top_p, seed, repetition_penalty)
+    text, stopped = gen(loaded, messages, opts, specs)
     sys.stdout.write(text + "\n")
     if not stopped:
         err_console.print(f"[yellow](stopped at --max-new-tokens {max_new_tokens}, not at end of answer)[/yellow]")
@@ -86,10 +91,13 @@ def chat(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     repetition_penalty: Annotated[float, typer.Option(help="> 1 discourages repeating tokens (1 = off).")] = 1.0,
+    tools: Annotated[Path | None, typer.Option(help=TOOLS_HELP)] = None,
 ) -> None:
     """Talk to a model, multi-turn, answers streamed. /reset starts over, /exit (or Ctrl-D) quits."""
     from lapidar.inference.generate import SamplingOptions, load_for_inference, stream
+    from lapidar.inference.tools import load_tools
 
+    specs = load_tools(tools) if tools else None
     quiet_libraries()
     loaded = load_for_inference(target)
     console.print(f"[bold]Chatting with {loaded.label}[/bold]  (/reset to start over, /exit to quit)")
@@ -112,7 +120,7 @@ def chat(
         history.append({"role": "user", "content": user})
         console.print("[bold magenta]model>[/bold magenta] ", end="")
         pieces = []
-        for piece in stream(loaded, history, opts):
+        for piece in stream(loaded, history, opts, specs):
             pieces.append(piece)
             console.print(piece, end="", markup=False, highlight=False)
         console.print()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,24 +35,13 @@ def run(tmp_path_factory):
     return trained_run(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(run, tmp_path_factory):
+@contextlib.contextmanager
+def serving(run: Path, log_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`lapidar serve RUN --api-key KEY` on a free loopback port, as a user starts it; yields (base URL, process)."""
     port = _free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
+    log = (log_dir / "server.log").open("w")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lapidar",
-            "serve",
-            str(run),
-            "--port",
-            str(port),
-            "--api-key",
-            KEY,
-            "--max-body",
-            "100000",
-        ],
+        [sys.executable, "-m", "lapidar", "serve", str(run), "--port", str(port), "--api-key", KEY, *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "LAPIDAR_API_KEY": ""},
@@ -68,10 +59,18 @@ def server(run, tmp_path_factory):
     else:
         proc.kill()
         raise AssertionError("lapidar serve did not start within 120 s")
-    yield base, proc
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(run, tmp_path_factory):
+    with serving(run, tmp_path_factory.mktemp("serve"), "--max-body", "100000") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

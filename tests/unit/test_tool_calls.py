@@ -129,9 +129,12 @@ def test_load_tools(tmp_path):
     good = tmp_path / "tools.json"
     good.write_text(json.dumps(TOOLS), encoding="utf-8")
     assert load_tools(good) == TOOLS
+    bare = tmp_path / "bare.json"  # LLaMA-Factory's form: the function spec alone
+    bare.write_text(json.dumps(TOOLS[0]["function"]), encoding="utf-8")
+    assert load_tools(bare) == TOOLS
     bad = tmp_path / "bad.json"
     bad.write_text('[{"type": "function", "function": {"description": "no name"}}]', encoding="utf-8")
-    with pytest.raises(UserError, match=r"bad\.json: tool 0: expected"):
+    with pytest.raises(UserError, match=r"bad\.json: field 'tools\[0\]': expected a function spec"):
         load_tools(bad)
     broken = tmp_path / "broken.json"
     broken.write_text('[{"type": ', encoding="utf-8")

@@ -168,22 +168,17 @@ def parse_tool_calls(text: str) -> ParsedAnswer:
 
 
 def load_tools(path: Path) -> list[dict]:
-    """Read a JSON file holding a list of tool specs (OpenAI form `{type: function, function: {name, ...}}`)."""
+    """Read a JSON file holding a list of tool specs (`--tools FILE` of generate and chat), normalised as training
+    data's `tools` are (OpenAI form; bare `{name, description, parameters}` specs wrapped)."""
+    from lapidar.data.formats import normalize_tools
+
     if not path.is_file():
         raise UserError(f"--tools {path}: file not found; expected a JSON file holding a list of tool specs")
     try:
         value = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); expected a list of tool specs") from None
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise UserError(f'{path}: expected a JSON list of tool specs, e.g. [{{"type": "function", ...}}]')
-    for i, spec in enumerate(value):
-        fn = spec.get("function", spec) if isinstance(spec, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise UserError(
-                f'{path}: tool {i}: expected {{"type": "function", "function": {{"name": ..., "parameters": '
-                "{...}}}}"
-            )
-    return value
+    specs = normalize_tools([value] if isinstance(value, dict) else value, str(path))
+    if not specs:
+        raise UserError(f"{path}: the list of tool specs is empty; give at least one, or leave out --tools")
+    return specs

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lapidar.data.formats import normalize_tools
 from lapidar.data.tokenize import render_prompt
 from lapidar.errors import UserError
 from lapidar.inference.generate import Loaded, random_notice
@@ -177,7 +178,8 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
-        tools = req.active_tools()
+        # Normalised as training data's tools are, so a spec renders byte for byte as the model was trained on it.
+        tools = normalize_tools(req.active_tools(), "tools") if req.active_tools() else None
         try:
             prompt = render_prompt(tok, [m.for_template() for m in req.messages], tools)
         except UserError as e:
