@@ -25,7 +25,7 @@ def eval_command(
         str | None,
         typer.Option(
             help=f"Comma-separated: {', '.join([*METRICS, 'json_schema'])}. Default: chosen from the answers' "
-            "shape (labels, JSON or free text); the first is the headline metric."
+            "shape (labels, JSON, tool calls or free text); the first is the headline metric."
         ),
     ] = None,
     output: Annotated[
