@@ -195,9 +195,14 @@ def test_missing_tokenizer(model_dir):
     )
 
 
-def test_resolve_model_runs_the_checks(model_dir):
+def test_config_and_tokenizer_are_checked_on_resolving_the_weights_on_loading(model_dir):
+    """`lapidar estimate` and the fit check need no weights; loading them checks them first."""
     (model_dir / "model.safetensors").unlink()
+    source = resolve_model(str(model_dir))
     with pytest.raises(UserError, match="no model weights"):
+        load_model(source)
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="no tokenizer"):
         resolve_model(str(model_dir))
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "ModelSource",
     "cache_dir",
     "check_model_dir",
+    "check_weights",
     "load_model",
     "load_tokenizer",
     "read_model_config",
@@ -99,7 +100,9 @@ def _local_source(spec: str, path: Path) -> ModelSource:
             "with config.json, *.safetensors and tokenizer files)"
         )
     config = read_model_config(path)
-    check_model_dir(path, config)
+    # The weight files are checked by `load_model`, just before they load: `lapidar estimate` and the fit check of
+    # `lapidar train` need only config.json and the tokenizer.
+    _check_tokenizer_files(path)
     marker = path / MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text(encoding="utf-8"))
@@ -212,16 +215,25 @@ def _check_shape(file: Path, config: dict) -> None:
 
 
 def check_model_dir(path: Path, config: dict) -> None:
-    """Check, without loading them, that `path` holds complete weight files matching `config` and a tokenizer.
+    """Check, without loading them, that `path` holds a tokenizer and complete weight files matching `config`.
 
     Safetensors files are checked through their JSON headers: every file as long as its header says, every tensor
     of a Qwen2ForCausalLM of this shape present with its shape, no tensor of a layer the config does not have.
     """
     _check_tokenizer_files(path)
+    check_weights(path, config)
+
+
+def check_weights(path: Path, config: dict) -> list[str]:
+    """Check the weight files of `path` against `config` (see `check_model_dir`); returns the q/k/v bias tensors
+    (names without `model.`) that a checkpoint of a bias-free attention does not hold."""
     tensors = _saved_tensors(path)
     # GPTQ/AWQ checkpoints store packed tensors under other names; a .bin pickle has no cheap header.
-    if tensors is not None and "quantization_config" not in config:
-        _check_tensors(path, config, tensors)
+    if tensors is None or "quantization_config" in config:
+        return []
+    _check_tensors(path, config, tensors)
+    saved = {name.removeprefix("model.") for name in tensors}
+    return [n for n in _expected_tensors(config) if n.endswith("_proj.bias") and n not in saved]
 
 
 def _saved_tensors(path: Path) -> dict[str, tuple[list[int], Path]] | None:
@@ -235,19 +247,6 @@ def _saved_tensors(path: Path) -> dict[str, tuple[list[int], Path]] | None:
         for name, shape in _safetensors_shapes(file).items():
             tensors[name] = (shape, file)
     return tensors
-
-
-def _absent_biases(path: Path) -> list[str]:
-    """The q/k/v bias tensors (names without `model.`) that a checkpoint of a bias-free attention does not hold."""
-    config_file = path / "config.json"
-    tensors = _saved_tensors(path) if config_file.is_file() else None
-    if tensors is None:
-        return []
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    if "quantization_config" in config:
-        return []
-    saved = {name.removeprefix("model.") for name in tensors}
-    return [n for n in _expected_tensors(config) if n.endswith("_proj.bias") and n not in saved]
 
 
 def _check_tokenizer_files(path: Path) -> None:
@@ -503,11 +502,12 @@ def load_tokenizer(source: ModelSource):
 
 def load_model(source: ModelSource, dtype=None, quantization_config=None):
     """Load the causal LM from its directory (SDPA attention, weights in `dtype` or as saved, optionally
-    quantised with a `BitsAndBytesConfig`)."""
+    quantised with a `BitsAndBytesConfig`), after checking the weight files against config.json."""
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    absent_biases = check_weights(source.path, read_model_config(source.path))  # cheap: headers only
     kwargs: dict = {}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
@@ -526,7 +526,7 @@ def load_model(source: ModelSource, dtype=None, quantization_config=None):
     # zero-initialises absent biases on a plain load but leaves them as uninitialised memory when quantising with
     # bitsandbytes (seen with transformers 5.24: values up to 1e38, a NaN loss at the first QLoRA step).
     with torch.no_grad():
-        for name in _absent_biases(source.path):
+        for name in absent_biases:
             linear = cast(torch.nn.Linear, model.get_submodule(f"model.{name.removesuffix('.bias')}"))
             linear.bias.zero_()
     return model
