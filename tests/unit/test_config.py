@@ -57,7 +57,7 @@ def test_quickstart_matches_its_documented_config():
 
     from lapidar.recipes.quickstart import QUICKSTART
 
-    cfg = load_config(Path(__file__).parents[2] / "configs" / "claims-lora.yaml", {})
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "claims-routing.yaml", {})
     for key, value in QUICKSTART.items():
         if key != "name":
             assert getattr(cfg, key) == value, key

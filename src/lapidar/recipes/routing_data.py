@@ -20,10 +20,7 @@ from pathlib import Path
 
 __all__ = ["SYSTEM", "TEAMS", "build", "main", "write"]
 
-SYSTEM = (
-    "You are Harbor Mutual's claims assistant. Route each new claim to the team that handles it: "
-    "auto, home, health, travel or liability. Answer with the team name only."
-)
+SYSTEM = "You route Harbor Mutual claims to a team: auto, home, health, travel or liability."
 
 # Incidents per team, as the customer would say them (first person). Slots in braces are filled per row.
 INCIDENTS: dict[str, list[str]] = {
@@ -112,14 +109,14 @@ PHRASINGS: list[str] = [
     "New claim from {name}: {incident}.",
     'Phone note, {date}: "{Incident}."',
     "Hi, {incident} on {date}. Who do I talk to?",
-    "Claim #{number}: {incident}. Estimated cost ${amount}.",
+    "Claim form: {incident}. Estimated cost ${amount}.",
     "{Incident} - please route.",
-    'Web form, policy {policy}: "{Incident}."',
+    'Web form: "{Incident}."',
     "Email from {name}: {incident}, and I would like to know what happens next.",
     "{name} called on {date}: {incident}.",
     "Route this one: {incident} (reported {date}).",
-    "Good morning. {Incident}. My policy number is {policy}.",
-    "Agent note: policyholder {name} says {incident}; around ${amount} of damage.",
+    "Good morning. {Incident}. What do I do now?",
+    "Agent note: policyholder {name} says {incident}.",
 ]
 
 NAMES = ["Ana Silva", "Tom Becker", "Priya Nair", "Kwame Mensah", "Li Wei", "Sofia Rossi", "Omar Haddad",
@@ -150,9 +147,7 @@ def _claim(incident: str, phrasing: str, rng: random.Random) -> str:
         Incident=incident[0].upper() + incident[1:],
         name=rng.choice(NAMES),
         date=f"{rng.randint(1, 28)} {rng.choice(MONTHS)}",
-        number=rng.randint(100000, 999999),
-        amount=f"{rng.randrange(200, 20000, 50):,}",
-        policy=f"HM-{rng.randint(1000000, 9999999)}",
+        amount=f"{rng.randrange(200, 20000, 100):,}",
     )
 
 
@@ -176,7 +171,7 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict]]:
         pairs = [(i, p) for i in range(len(incidents)) for p in range(len(PHRASINGS))]
         rng.shuffle(pairs)
         # Every incident once in the held-out set (12 incidents, 12 rows), each with a phrasing of its own.
-        by_incident = {}
+        by_incident: dict[int, tuple[int, int]] = {}
         for i, p in pairs:
             by_incident.setdefault(i, (i, p))
         held = sorted(by_incident.values())[:HELD_OUT_PER_TEAM]
