@@ -156,7 +156,9 @@ def test_column_mapping_errors():
 def test_forced_format_reports_missing_field(tmp_path):
     with pytest.raises(UserError, match=r"line 1: missing field 'prompt' \(the file is in prompt-completion format"):
         load_dataset(write_jsonl(tmp_path / "x.jsonl", [{"question": "q", "answer": "a"}]), fmt="prompt-completion")
-    with pytest.raises(UserError, match=r"unknown data format 'chatml'; valid choices: alpaca, alpaca-feedback, feedback"):
+    with pytest.raises(
+        UserError, match=r"unknown data format 'chatml'; valid choices: alpaca, alpaca-feedback, feedback"
+    ):
         load_dataset(write_jsonl(tmp_path / "x.jsonl", [{"question": "q", "answer": "a"}]), fmt="chatml")
 
 

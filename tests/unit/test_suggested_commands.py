@@ -129,6 +129,11 @@ FOREIGN_FLAGS = {
     "--local-dir",  # huggingface-cli download
     "--logdir",  # tensorboard
     "--check",  # python -m lapidar.config
+    "--nproc-per-node",  # torchrun
+    "--nnodes",
+    "--node-rank",
+    "--master-addr",
+    "--master-port",
 }
 # The modules that describe how flags are generated from field names (`--x` / `--no-x`), not real flags.
 FLAG_SCHEME = ("config/options.py", "config/reference.py")

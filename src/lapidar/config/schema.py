@@ -16,7 +16,7 @@ from lapidar.io import write_text
 
 __all__ = ["GROUPS", "TrainConfig", "field_group", "load_config", "save_yaml", "setting"]
 
-Group = Literal["model", "data", "method", "objective", "optim", "schedule", "compute", "eval", "output"]
+Group = Literal["model", "data", "method", "objective", "optim", "schedule", "compute", "scale", "eval", "output"]
 
 # Section titles, in the order `lapidar train --help` and docs/config.md show them.
 GROUPS: dict[str, str] = {
@@ -27,6 +27,7 @@ GROUPS: dict[str, str] = {
     "optim": "Optimiser and batch",
     "schedule": "Length and LR schedule",
     "compute": "Memory, speed and reproducibility",
+    "scale": "Several processes (data parallel)",
     "eval": "Evaluation and early stopping",
     "output": "Output, checkpoints and logging",
 }
@@ -153,6 +154,15 @@ class TrainConfig(BaseModel):
     )
     seed: int = setting(42, group="compute", help="Seed for data order, split, initialisation and dropout.")
     force: bool = setting(False, group="compute", help="Train even when the memory estimate says the run cannot fit.")
+    # ---- several processes
+    nproc: int = setting(
+        1,
+        group="scale",
+        ge=1,
+        help="Training processes on this machine (torchrun; DDP through accelerate, gloo on CPU, NCCL on GPUs). "
+        "--batch-size is per process: the global batch is batch_size x nproc x grad_accum. Ignored inside a "
+        "process torchrun or accelerate launch started (their world size counts).",
+    )
     # ---- evaluation, early stopping
     eval_steps: int = setting(50, group="eval", ge=1, help="Compute validation loss every N optimiser steps.")
     patience: int | None = setting(

@@ -9,6 +9,9 @@ log) and turns SIGINT/SIGTERM into a stop request (checkpoint, then exit). Runs 
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import random
 import signal
 import threading
@@ -33,6 +36,7 @@ from lapidar.methods import apply_method, get_method, quantization_config, resol
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
+from lapidar.training.distributed import World, join, launch
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks
@@ -238,13 +242,18 @@ def main(
     SIGTERM stop the run cleanly.
     """
     console = console or Console()
+    world = join()  # one of several processes when torchrun / accelerate launch started this one
+    if cfg.nproc > 1 and world.size == 1:
+        return _launch(cfg, console, resume)
     checkpoint = None
     if resume is not None:
         checkpoint = latest_checkpoint(resume)
         if checkpoint is None:
             raise UserError(f"{resume} has no complete checkpoint to resume from (checkpoints/step-*/{STATE_FILE})")
     torch.manual_seed(cfg.seed)
-    run = setup(cfg, console, resume=resume is not None)
+    if not world.main:
+        console = Console(file=io.StringIO())  # process 0 talks to the user
+    run = _setup_in_world(cfg, console, resume is not None, world)
     # Refuse (before any weights load) a run that clearly cannot fit this machine; --force overrides.
     objective = get_objective(run.objective)
     rows = objective.memory_rows(run.train)
@@ -261,6 +270,61 @@ def main(
     print_summary(console, summary, run.run_dir)
     print_findings(console, diagnose(run.run_dir))
     return summary, run.run_dir
+
+
+def _setup_in_world(cfg: TrainConfig, console: Console, resume: bool, world: World) -> RunData:
+    """`setup` in every process; process 0 creates the run directory and the others use the one it made.
+
+    `lapidar train --nproc N` has made the directory before starting the processes (LAPIDAR_PREPARED names it).
+    """
+    if world.size == 1:
+        return setup(cfg, console, resume=resume)
+    prepared = os.environ.get(PREPARED_ENV)
+    if world.main:
+        try:
+            run = setup(cfg, Console(file=io.StringIO()) if prepared else console, resume=resume or bool(prepared))
+        except UserError as e:
+            world.broadcast(("error", str(e)))
+            raise
+        world.broadcast(("ok", str(run.run_dir)))
+    else:
+        status, value = world.broadcast(None)
+        if status == "error":
+            raise UserError(value)
+        run = setup(cfg.model_copy(update={"output": value}), console, resume=True)
+    run.world = world
+    return run
+
+
+PREPARED_ENV = "LAPIDAR_PREPARED"  # set by `lapidar train --nproc N` for the processes it starts
+
+
+def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[dict, Path]:
+    """`lapidar train --nproc N`: check everything and create the run directory here, then let torchrun start N
+    processes that train it; returns their summary.
+
+    Bad data or a bad config fail here, in one process, with the usual one-line message; Ctrl-C reaches the
+    processes (they checkpoint and stop), not this waiting launcher.
+    """
+    if resume is not None:
+        run_dir, args = resume, ["train", "--resume", str(resume)]
+    else:
+        run_dir = setup(cfg, console).run_dir
+        args = ["train", str(run_dir / "config.yaml"), "--output", str(run_dir)]
+    console.print(f"Starting {cfg.nproc} training processes (torchrun, DDP through accelerate) for {run_dir}")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the processes too
+    try:
+        status = launch(cfg.nproc, args, env={PREPARED_ENV: str(run_dir)})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    summary_file = run_dir / "summary.json"
+    if status != 0 or not summary_file.is_file():
+        raise UserError(
+            f"the {cfg.nproc} training processes stopped with exit status {status} (their messages are above); "
+            f"{run_dir} keeps what they wrote"
+            + (f"; continue with --resume {run_dir}" if latest_checkpoint(run_dir) else "")
+        )
+    return json.loads(summary_file.read_text()), run_dir
 
 
 def resume_config(run_dir: Path) -> TrainConfig:

@@ -12,6 +12,7 @@ early-stopping and loop state; a run killed with SIGKILL and resumed ends where 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import resource
@@ -39,6 +40,7 @@ from lapidar.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from lapidar.training.distributed import World
 from lapidar.training.events import EventBus, MetricsSink, Sink, TrackerSink
 from lapidar.training.hardware import use_bf16
 from lapidar.training.objectives import BatchLoss, Context, Objective, get_objective
@@ -66,6 +68,7 @@ class RunData:
     notes: list[str] = field(default_factory=list)
     trackers: Any = None  # W&B/MLflow (lapidar.training.trackers.Trackers), opened before the model loads
     new_tokens: NewTokens = field(default_factory=NewTokens)  # --new-tokens, already added to `tokenizer`
+    world: World = field(default_factory=World)  # the training processes (one by default)
 
 
 class StopRequest:
@@ -107,18 +110,14 @@ def neftune(model, alpha: float) -> None:
     model.get_input_embeddings().register_forward_hook(hook)
 
 
-def _world_scale(units: int, device: torch.device) -> float:
-    """The factor a micro-batch's summed loss is multiplied by: world_size / (units of the step in all processes).
+def _world_scale(global_units: int, world_size: int) -> float:
+    """The factor a micro-batch's summed loss is multiplied by: world_size / (units of the whole global step).
 
-    One process: 1 / units. Under data parallelism each process sees other rows and DDP averages gradients over
-    the processes, so the count is summed across them first; then every token (or example) of the global step
-    weighs the same.
+    One process: 1 / units. Under data parallelism each process trains on its shard and DDP averages gradients over
+    the processes (divides by world_size), so every token (or example) of the global step weighs the same. Every
+    process holds all the data, so the global count is known without communication.
     """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        total = torch.tensor([units], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(total)
-        return torch.distributed.get_world_size() / max(total.item(), 1.0)
-    return 1.0 / max(units, 1)
+    return world_size / max(global_units, 1)
 
 
 class _Tally:
@@ -149,6 +148,14 @@ class _Tally:
     def state(self) -> dict:
         return {"loss": self.loss, "units": self.units, "tokens": self.tokens, "stats": self.stats}
 
+    def reduced(self, world: World) -> _Tally:
+        """The sums over all processes (the same on every process)."""
+        keys = world.union(list(self.stats))  # the same list, in the same order, on every process
+        flat = [self.loss, self.units, self.tokens] + [x for k in keys for x in self.stats.get(k, [0.0, 0])]
+        total = world.sum(flat)
+        stats = {k: [total[3 + 2 * i], total[4 + 2 * i]] for i, k in enumerate(keys)}
+        return _Tally({"loss": total[0], "units": int(total[1]), "tokens": int(total[2]), "stats": stats})
+
 
 def _order(objective: Objective, items: list, batch_size: int, seed: int, shuffle: bool, padding_free: bool):
     # Preference rows are never length-grouped (each batch holds 2n answers of mixed length anyway).
@@ -156,17 +163,22 @@ def _order(objective: Objective, items: list, batch_size: int, seed: int, shuffl
 
 
 @torch.no_grad()
-def evaluate(ctx: Context, objective: Objective, items: list, batch_size: int) -> dict[str, float]:
-    """Mean loss per unit (label token or example) and mean statistics over `items`, in eval mode, fixed batches."""
+def evaluate(ctx: Context, objective: Objective, items: list, batch_size: int, world: World | None = None) -> dict:
+    """Mean loss per unit (label token or example) and mean statistics over `items`, in eval mode, fixed batches.
+
+    With several processes each evaluates every world-size-th item and the sums are combined, so all get the same
+    numbers. `ctx.model` is the unwrapped model (no DDP synchronisation in evaluation).
+    """
+    world = world or World()
     model = ctx.model
     was_training = model.training
     model.eval()
     tally = _Tally()
     # Fixed batches, length-grouped where the objective groups (less padding when the batch is padded).
-    for batch in _order(objective, items, batch_size, 0, False, False):
+    for batch in _order(objective, items[world.rank :: world.size], batch_size, 0, False, False):
         tally.add(objective.batch(ctx, batch, "val"))
     model.train(was_training)
-    return tally.means()
+    return tally.reduced(world).means()
 
 
 def fit(
@@ -181,7 +193,7 @@ def fit(
     The best weights (lowest validation loss; the last ones without validation) go to `run_dir/adapter` or
     `run_dir/model`; summary.json, metrics.jsonl, TensorBoard events and loss.png are written into the run directory.
     """
-    cfg, tok = run.cfg, run.tokenizer
+    cfg, tok, world = run.cfg, run.tokenizer, run.world
     objective = get_objective(run.objective)
     method = get_method(cfg.method)
     device = next(model.parameters()).device
@@ -192,10 +204,17 @@ def fit(
     padding_free = cfg.padding_free and enable_padding_free(model)
     ctx = Context(model, tok, cfg, bf16, padding_free)
     objective_note = objective.start(ctx)  # before any checkpoint loads: a full-FT reference copies initial weights
+    # Training goes through the DDP-wrapped model (gradient all-reduce); evaluation, saving and the DPO/KTO
+    # reference use the model itself.
+    train_model = world.wrap(model)
+    train_ctx = dataclasses.replace(ctx, model=train_model)
     optimizer = build_optimizer(model, cfg, method.optimizer)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    # A global micro-batch holds batch_size rows per process: the batches (and the loss) a single process with
+    # batch_size x world_size would have, whatever the world size.
+    global_batch = cfg.batch_size * world.size
 
-    steps_per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(len(run.train) / global_batch) / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = round(cfg.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.scheduler))
@@ -211,6 +230,7 @@ def fit(
     resumed_message = ""
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, weights_only=False)
+        world.barrier()  # process 0 trims metrics.jsonl below; nobody reads the checkpoint while it is being cut
         load_checkpoint_weights(model, resume_from, method.adapter)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -220,8 +240,9 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
         # Forget what the interrupted run logged after this checkpoint; it will be logged again.
         metrics = run.run_dir / "metrics.jsonl"
-        kept = [r for r in read_metrics(metrics) if r["step"] <= step] if metrics.exists() else []
-        write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        if world.main:
+            kept = [r for r in read_metrics(metrics) if r["step"] <= step] if metrics.exists() else []
+            write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         resumed_message = f"Resuming {run.run_dir} from {resume_from.name} (step {step} of {total_steps})"
 
     def loop_state() -> dict:
@@ -238,9 +259,12 @@ def fit(
             "torch_rng": torch.get_rng_state(),
         }
 
-    run_sinks: list[Sink] = [*sinks, MetricsSink(run.run_dir, purge_step=step + 1 if resume_from else None)]
-    if run.trackers is not None:
-        run_sinks.append(TrackerSink(run.trackers, cfg.model_dump()))
+    # Only process 0 reports and writes; the others train silently.
+    run_sinks: list[Sink] = []
+    if world.main:
+        run_sinks = [*sinks, MetricsSink(run.run_dir, purge_step=step + 1 if resume_from else None)]
+        if run.trackers is not None:
+            run_sinks.append(TrackerSink(run.trackers, cfg.model_dump()))
     bus = EventBus(run_sinks)
 
     def emit(kind: str, **fields: Any) -> None:
@@ -253,6 +277,7 @@ def fit(
         f"Training {run.source.label}: {run.objective} with {cfg.method}, {n_trainable:,} of {n_params:,} parameters "
         f"train ({100 * n_trainable / n_params:.2f}%); {len(run.train)} train / {len(run.val)} validation "
         f"{objective.item_name}; {total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}"
+        f"{f' per process x {world.size} processes (global batch {global_batch * cfg.grad_accum})' if world.size > 1 else ''}"
         f"{' (padding-free)' if padding_free else ''}; {objective_note + '; ' if objective_note else ''}"
         f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
     )
@@ -264,19 +289,20 @@ def fit(
         return round(s / steps_per_epoch, 3)
 
     def run_eval() -> None:
-        stats = evaluate(ctx, objective, run.val, cfg.batch_size)
+        stats = evaluate(ctx, objective, run.val, cfg.batch_size, world)
         val_loss = stats.pop("loss")
         improved = stopper.update(step, val_loss)
         record = {"epoch": epoch_of(step), "val_loss": val_loss, **{f"val_{k}": v for k, v in stats.items()}}
         history["initial"] = history["initial"] or record
         history["last"] = record
         best = improved and step > 0
-        if best:
+        if best and world.main:
             save_weights(model, tok, weights_dir)
             history.update(best_val_loss=val_loss, best_step=step)
         emit("eval", record=record, best=best)
 
-    generation_eval = bool(cfg.eval_every and objective.generates and run.val_examples)
+    # Generated answers are scored by process 0 alone (the others wait for it at the next step's all-reduce).
+    generation_eval = bool(cfg.eval_every and objective.generates and run.val_examples and world.main)
 
     def run_generation_eval() -> None:
         # Answers generated for a few validation rows and scored (accuracy, ROUGE-L, ... by answer shape).
@@ -295,8 +321,10 @@ def fit(
     window_start = started = time.perf_counter()
     last_train: dict[str, float] = {}
 
-    def checkpoint() -> Path:
-        return save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state())
+    def checkpoint() -> Path | None:
+        path = save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state()) if world.main else None
+        world.barrier()  # a resume after this point finds the checkpoint complete
+        return path
 
     try:
         if run.val and step == 0:
@@ -304,20 +332,33 @@ def fit(
             if generation_eval:
                 run_generation_eval()
         while step < total_steps and not stopper.should_stop and not diverged and not interrupted:
-            order = _order(objective, run.train, cfg.batch_size, cfg.seed + epoch, True, padding_free)
+            order = _order(objective, run.train, global_batch, cfg.seed + epoch, True, padding_free)
             groups = [order[g : g + cfg.grad_accum] for g in range(0, len(order), cfg.grad_accum)]
             while next_group < len(groups):
                 group = groups[next_group]
-                scale = _world_scale(sum(objective.units(item) for b in group for item in b), device)
-                for batch in group:
-                    out = objective.batch(ctx, batch, "train")
-                    if not torch.isfinite(out.loss_sum):
-                        diverged = f"the {run.objective} loss became {out.loss_sum.item()} at step {step + 1}"
-                        break
-                    (out.loss_sum * scale).backward()
-                    window.add(out)
-                    tokens_seen += out.tokens
-                    tokens_this_process += out.tokens
+                scale = _world_scale(sum(objective.units(item) for b in group for item in b), world.size)
+                step_tokens = 0
+                for i, global_rows in enumerate(group):
+                    batch, filler = world.shard(global_rows, cfg.batch_size)
+                    with world.no_sync(train_model, last=i == len(group) - 1):
+                        out = objective.batch(train_ctx, batch, "train")
+                        if not torch.isfinite(out.loss_sum):
+                            diverged = f"the {run.objective} loss became {out.loss_sum.item()} at step {step + 1}"
+                            if world.size == 1:
+                                break
+                            # The other processes wait in DDP's all-reduce: give it zero gradients, stop below.
+                            sum(p.sum() for p in trainable).mul(0).backward()
+                            continue
+                        (out.loss_sum * (0.0 if filler else scale)).backward()
+                    if not filler:
+                        window.add(out)
+                        step_tokens += out.tokens
+                # One decision for all processes: stop if any process diverged.
+                any_diverged, step_tokens_all = world.sum([float(diverged is not None), step_tokens])
+                if any_diverged and not diverged:
+                    diverged = f"the {run.objective} loss stopped being a number at step {step + 1} in another process"
+                tokens_seen += int(step_tokens_all)
+                tokens_this_process += step_tokens
                 if diverged:
                     bus.emit("step", step=step + 1, total=total_steps, record={"train_loss": out.loss_sum.item()})
                     optimizer.zero_grad(set_to_none=True)
@@ -331,6 +372,7 @@ def fit(
 
                 if step % cfg.log_steps == 0 or step == total_steps:
                     elapsed = time.perf_counter() - window_start
+                    window = window.reduced(world)
                     last_train = window.means()
                     record = {
                         "epoch": epoch_of(step),
@@ -351,7 +393,7 @@ def fit(
                 if stopper.should_stop:
                     stop_reason = stopper.reason
                     break
-                if stop is not None and stop.is_set():
+                if world.any(stop is not None and stop.is_set()):
                     interrupted = True
                     break
                 if step >= total_steps:
@@ -376,7 +418,7 @@ def fit(
         )
     if diverged:
         stop_reason = f"diverged: {diverged}"
-    elif history["best_step"] is None or not run.val:
+    elif (history["best_step"] is None or not run.val) and world.main:
         # No validation (or it never beat the untrained model): the result is the last state.
         save_weights(model, tok, weights_dir)
     wall = time.perf_counter() - started
@@ -412,7 +454,9 @@ def fit(
             "saved_weights": weights_dir.name,
             "saved_from_step": history["best_step"] if history["best_step"] is not None else step,
             "wall_time_s": round(wall, 1),
-            "tokens_per_s": round(tokens_this_process / max(wall, 1e-9), 1),
+            # Trained tokens per second of all processes together.
+            "tokens_per_s": round(world.sum([tokens_this_process])[0] / max(wall, 1e-9), 1),
+            "processes": world.size,
             "peak_memory_mib": peak_rss_mib(),
             "peak_memory_kind": "process RSS",
             "precision": "bf16" if bf16 else "fp32",
@@ -421,12 +465,15 @@ def fit(
     )
     if torch.cuda.is_available():
         summary["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    write_json(run.run_dir / "summary.json", summary)
+    if world.main:
+        write_json(run.run_dir / "summary.json", summary)
     emit("finished", summary=summary)
     bus.close(diverged is None)
-    title = f"{run.source.label} · {cfg.method}" + (f" · {run.objective}" if objective.preference else "")
-    plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", title)
-    plot_generation_metrics(run.run_dir)
+    if world.main:
+        title = f"{run.source.label} · {cfg.method}" + (f" · {run.objective}" if objective.preference else "")
+        plot_losses(run.run_dir / "metrics.jsonl", run.run_dir / "loss.png", title)
+        plot_generation_metrics(run.run_dir)
+    world.barrier()  # the run directory is complete before any process returns
     if diverged:
         good = weights_dir if weights_dir.exists() else latest_checkpoint(run.run_dir)
         where = f"; the last good weights are in {good}" if good else ""

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lapidar.data.tokenize import IGNORE
+from lapidar.training.distributed import unwrap
 
 __all__ = ["CHUNK", "FUSED_CHUNK", "causal_lm_loss", "label_forward", "linear_cross_entropy"]
 
@@ -103,7 +104,8 @@ def label_forward(model, batch: dict[str, torch.Tensor], reduce: Callable[[torch
     sharded head weight, which is unsharded only while the forward runs — and the projection onto the vocabulary
     happens while it is. The model itself projects a single position (`logits_to_keep=1`), which costs nothing.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrap(model)  # a DDP/FSDP wrapper's module: the peft or transformers model
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     head = base.lm_head
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE

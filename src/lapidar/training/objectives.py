@@ -41,6 +41,7 @@ from lapidar.data.formats import Example, Message
 from lapidar.data.tokenize import IGNORE, Encoded, collate, collate_padding_free, encode_conversation
 from lapidar.errors import UserError, unknown_choice
 from lapidar.models.qwen import BASE_EOS
+from lapidar.training.distributed import unwrap
 from lapidar.training.loss import CHUNK, causal_lm_loss, label_forward
 
 if TYPE_CHECKING:
@@ -364,8 +365,9 @@ class Reference:
                 else:
                     # The mode is left as it is: with the adapter off no LoRA dropout runs (Qwen2's attention
                     # dropout is 0), and an eval-mode forward would repack 4-bit QLoRA weights mid-training.
-                    with ctx.model.disable_adapter():
-                        values = sequence_logps(ctx.model, batch)
+                    model = unwrap(ctx.model)  # outside DDP: no gradient sync for the reference
+                    with model.disable_adapter():
+                        values = sequence_logps(model, batch)
             self.cache.update(zip(keys, values.tolist(), strict=True))
         return torch.tensor([self.cache[k] for k in keys], dtype=torch.float32, device=ctx.device)
 

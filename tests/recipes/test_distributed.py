@@ -1,0 +1,161 @@
+"""Several training processes on CPU (torchrun + gloo, DDP through accelerate) train what one process would.
+
+`--nproc 2 --batch-size 2` must give the losses of one process with `--batch-size 4`: the global batches are the
+same rows, and token counts are summed over the processes before the gradients are normalised. Only process 0
+writes: metrics.jsonl holds one row per step. The same run started by torchrun itself (one machine, or two
+"nodes" with a local rendezvous) works unchanged, and a killed 2-process run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import FIXTURES, qa_rows, write_jsonl
+from tests.recipes.test_train_recipe import PAIRS
+
+pytestmark = pytest.mark.recipe
+
+STEPS = ["--lr", "2e-3", "--seed", "5", "--log-steps", "1", "--eval-steps", "10"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lapidar", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(run) -> list[float]:
+    return [r["train_loss"] for r in metrics(run) if "train_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("ddp") / "qa.jsonl", qa_rows(PAIRS))
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("one") / "run"
+    args = ["train", "--data", str(data), "--max-steps", "20", "--batch-size", "4", *STEPS, "--output", str(run)]
+    subprocess.run(cli(*args), check=True, capture_output=True, timeout=900, env=env())
+    return run
+
+
+def test_two_processes_train_what_one_process_trains(data, one_process, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--max-steps", "20", "--batch-size", "2", "--nproc", "2", *STEPS]
+    proc = subprocess.run(cli(*args, "--output", str(run)), capture_output=True, text=True, timeout=900, env=env())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 processes (global batch 4)" in proc.stdout
+
+    one, two = train_losses(one_process), train_losses(run)
+    assert len(two) == 20, "metrics.jsonl must hold one row per step, not one per process"
+    assert [r["step"] for r in metrics(run)] == [r["step"] for r in metrics(one_process)]
+    assert two[0] == pytest.approx(one[0], abs=1e-3)
+    assert two[-1] == pytest.approx(one[-1], rel=0.02)
+    assert two[-1] < two[0] - 0.5, "the loss must fall"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 20
+
+    # The adapter is a plain peft adapter.
+    from peft import PeftModel
+
+    from lapidar.models.loading import load_model, resolve_model
+
+    PeftModel.from_pretrained(load_model(resolve_model("tiny-qwen2.5")), str(run / "adapter"))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_two_nodes_with_a_local_rendezvous(data, one_process, tmp_path):
+    # Two "machines" of one process each, started the way a cluster runs torchrun on every node; the run
+    # directory is shared storage (here: the same disk).
+    run, port = tmp_path / "run", _port()
+    args = ["train", "--data", str(data), "--max-steps", "4", "--batch-size", "2", *STEPS, "--output", str(run)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                "--master-addr=127.0.0.1", f"--master-port={port}"]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, f"--node-rank={rank}", "-m", "lapidar", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs
+    assert "2 processes (global batch 4)" in outputs[0][0] and "Training" not in outputs[1][0]
+    assert train_losses(run) == pytest.approx(train_losses(one_process)[:4], abs=1e-3)
+
+
+def test_bad_data_fails_once_in_the_launcher(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Is fire covered?"}\n')
+    proc = subprocess.run(
+        cli("train", "--data", str(bad), "--nproc", "2", "--output", str(tmp_path / "run")),
+        capture_output=True, text=True, timeout=300, env=env(),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{bad}: line 1" in proc.stderr and "Starting 2 training processes" not in proc.stdout
+
+
+def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path):
+    common = ["train", "--data", str(data), "--max-steps", "8", "--batch-size", "2", "--nproc", "2",
+              "--save-steps", "4", *STEPS]  # fmt: skip
+    straight = tmp_path / "straight"
+    subprocess.run(cli(*common, "--output", str(straight)), check=True, capture_output=True, timeout=900, env=env())
+
+    killed = tmp_path / "killed"
+    # The launcher, torchrun and both processes are one process group: a machine that dies takes all of them.
+    proc = subprocess.Popen(
+        cli(*common, "--output", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env(), start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "step-000004" / "trainer_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists()
+
+    resumed = subprocess.run(
+        cli("train", "--resume", str(killed)), capture_output=True, text=True, timeout=900, env=env()
+    )
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stdout
+    assert [r["step"] for r in metrics(killed)] == [r["step"] for r in metrics(straight)]
+    assert train_losses(killed) == pytest.approx(train_losses(straight), rel=1e-4)
+
+
+def test_two_process_dpo_trains(tmp_path):
+    data = FIXTURES / "preference" / "pairs_train.jsonl"
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        cli("train", "--data", str(data), "--objective", "dpo", "--max-steps", "3", "--batch-size", "2",
+            "--nproc", "2", *STEPS, "--output", str(run)),
+        capture_output=True, text=True, timeout=900, env=env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert len(train_losses(run)) == 3 and (run / "adapter").is_dir()
+    assert "2 processes (global batch 4)" in proc.stdout
