@@ -209,10 +209,16 @@ def test_missing_tokenizer(broken, data):
     )
 
 
-def test_truncated_tokenizer_json(broken, data):
-    text = (broken / "tokenizer.json").read_text(encoding="utf-8")
-    (broken / "tokenizer.json").write_text(text[:5000], encoding="utf-8")
-    proc = run_cli("train", "--model", str(broken), "--data", str(data))
-    line = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-    assert line.startswith(f"error: {broken}: the tokenizer could not be loaded (")
-    assert_one_line(proc, line.removeprefix("error: "))
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_truncated_tokenizer_file(broken, data, name):
+    file = broken / name
+    text = file.read_text(encoding="utf-8")
+    file.write_text(text[: len(text) // 2], encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError) as parse:
+        json.loads(file.read_text(encoding="utf-8"))
+    assert_one_line(
+        run_cli("train", "--model", str(broken), "--data", str(data)),
+        f"{file}: the tokenizer could not be loaded (not valid JSON: {parse.value}); the tokenizer files are damaged "
+        "or incomplete; every Qwen2.5 model uses the same tokenizer: `hf download Qwen/Qwen2.5-0.5B-Instruct "
+        f"tokenizer.json tokenizer_config.json vocab.json merges.txt --local-dir {broken}`",
+    )

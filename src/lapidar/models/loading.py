@@ -485,10 +485,11 @@ def load_tokenizer(source: ModelSource):
     try:
         tok = AutoTokenizer.from_pretrained(str(source.path))
     except Exception as e:  # tokenizers raises a bare Exception for a damaged tokenizer.json, transformers others
+        where, why = _damaged_json(source.path, _TOKENIZER_JSON) or (source.path, _one_line(e))
         raise UserError(
-            f"{source.path}: the tokenizer could not be loaded ({_one_line(e)}); the tokenizer files are damaged or "
-            "incomplete; every Qwen2.5 model uses the same tokenizer: `hf download Qwen/Qwen2.5-0.5B-Instruct "
-            f"tokenizer.json tokenizer_config.json vocab.json merges.txt --local-dir {source.path}`"
+            f"{where}: the tokenizer could not be loaded ({why}); the tokenizer files are damaged or incomplete; "
+            "every Qwen2.5 model uses the same tokenizer: `hf download Qwen/Qwen2.5-0.5B-Instruct tokenizer.json "
+            f"tokenizer_config.json vocab.json merges.txt --local-dir {source.path}`"
         ) from None
     if source.kind == "base":
         tok.chat_template = chat_template("base")
@@ -530,6 +531,22 @@ def load_model(source: ModelSource, dtype=None, quantization_config=None):
             linear = cast(torch.nn.Linear, model.get_submodule(f"model.{name.removesuffix('.bias')}"))
             linear.bias.zero_()
     return model
+
+
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json")
+
+
+def _damaged_json(path: Path, names: tuple[str, ...]) -> tuple[Path, str] | None:
+    """The first of `names` in `path` that is not valid JSON, and why (only read once loading has failed)."""
+    for name in names:
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return file, f"not valid JSON: {_one_line(e)}"
+    return None
 
 
 def _one_line(error: BaseException) -> str:
