@@ -241,3 +241,14 @@ def test_freeze_that_freezes_no_layer_says_so(good, trainable, says):
         "nearly a full fine-tune (only the embeddings, final norm and lm_head stay frozen); lower "
         "--freeze-trainable-layers below 2 to freeze the first layers, or use --method full"
     ]
+
+
+def test_a_damaged_generation_config_is_not_ignored(model_dir):
+    (model_dir / "generation_config.json").write_text('{"eos_token_id": [151645, 1516', encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        resolve_model(str(model_dir))
+    assert str(info.value) == (
+        f"{model_dir}/generation_config.json: not valid JSON: Expecting ',' delimiter: line 1 column 31 (char 30); "
+        "transformers would ignore the file and generate with config.json's defaults; "
+        f"{REFETCH.format(model_dir)}, or delete the file"
+    )

@@ -103,6 +103,13 @@ def _local_source(spec: str, path: Path) -> ModelSource:
     # The weight files are checked by `load_model`, just before they load: `lapidar estimate` and the fit check of
     # `lapidar train` need only config.json and the tokenizer.
     _check_tokenizer_files(path)
+    damaged = _damaged_json(path, ("generation_config.json",))
+    if damaged is not None:
+        # transformers ignores a damaged generation config without a word (eos ids, sampling defaults lost)
+        raise UserError(
+            f"{damaged[0]}: {damaged[1]}; transformers would ignore the file and generate with config.json's "
+            f"defaults; {_REFETCH.format(path=path)}, or delete the file"
+        )
     marker = path / MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text(encoding="utf-8"))
