@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,10 @@ from lapidar.config.options import config_options, flag_name
 from lapidar.errors import UserError
 
 __all__ = ["app", "main"]
+
+# bitsandbytes (imported by peft) logs "please `pip install kernels`" on CPUs with AVX512-BF16 at import time; that
+# package fetches its kernels from the Hugging Face hub, and bitsandbytes falls back to its own CPU kernel anyway.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 app = typer.Typer(
     help="lapidar: fine-tune Qwen2.5 on your own data, check the result, and use it.",
