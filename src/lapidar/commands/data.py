@@ -6,6 +6,7 @@ Thin wrappers: the work happens in `lapidar.data` (formats, quality, clean, conv
 from __future__ import annotations
 
 import functools
+import gc
 import json
 from pathlib import Path
 from typing import Annotated
@@ -79,12 +80,19 @@ def check(
     model: ModelOpt = "tiny-qwen2.5",
 ) -> None:
     """Report on data quality; exit status 0 when the data is usable for training, 2 when it is not."""
-    from lapidar.data.quality import check_dataset
+    # Reading a big file makes millions of small dicts and lists and no reference cycles: the cyclic garbage
+    # collector's passes over them cost about 6 s of CPU on 100,000 rows and free nothing.
+    gc.disable()
+    try:
+        from lapidar.data.quality import check_dataset
+
+        ds, bundled_val = _load(file, fmt, columns)
+        val_ds = load_dataset(val, fmt, parse_columns(columns)) if val else bundled_val
+        report = check_dataset(ds, _tokenizer(model), max_length, val_ds, threshold=near_threshold)
+    finally:
+        gc.enable()
     from lapidar.data.report import print_report, render_html
 
-    ds, bundled_val = _load(file, fmt, columns)
-    val_ds = load_dataset(val, fmt, parse_columns(columns)) if val else bundled_val
-    report = check_dataset(ds, _tokenizer(model), max_length, val_ds, threshold=near_threshold)
     print_report(console, report)
     if json_out:
         write_json(json_out, report.to_dict())
