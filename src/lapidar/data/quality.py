@@ -596,10 +596,13 @@ def _duplicate_checks(
     )
     if examples and examples[0].kind == "sft":
         answers: dict[tuple, dict[str, str]] = defaultdict(dict)
-        for ex in examples:
+        for ex, key in zip(examples, keys, strict=True):
             prompt = ex.prompt()
             if prompt and any(m["content"].strip() for m in prompt if m["role"] == "user"):
-                answers[_prompt_identity(ex)].setdefault(_collapse(ex.final_answer()), ex.ref)
+                # An sft prompt is the turns before the final answer, so both are in the identity's collapsed
+                # turns already: `_prompt_identity(ex)` and `_collapse(ex.final_answer())` without collapsing again.
+                turns, n = key[1], len(prompt)
+                answers[turns[:n]].setdefault(turns[n][1] if n < len(turns) else "", ex.ref)
         conflicts = [list(a.values()) for a in answers.values() if len(a) > 1]
         out.add(
             "conflicting-answers",
@@ -696,9 +699,10 @@ def _length_checks(out: _Collector, examples: list[Example], stats: list[TokenSt
 def _answer_checks(out: _Collector, examples: list[Example], labels: Counter[str] | None) -> None:
     if not examples or examples[0].kind == "text":
         return
-    long = [e.final_answer() for e in examples if len(e.final_answer().split()) >= 8]
+    finals = [e.final_answer() for e in examples]  # once: each is a scan of the example's turns
+    long = [a for a in finals if len(a.split()) >= 8]
     punctuated = len(long) >= 5 and sum(map(scan.ends_with_punctuation, long)) >= 0.8 * len(long)
-    cut = [e.ref for e in examples if scan.ends_mid_sentence(e.final_answer(), punctuated)]
+    cut = [e.ref for e, a in zip(examples, finals, strict=True) if scan.ends_mid_sentence(a, punctuated)]
     out.add(
         "mid-sentence",
         "warning",
@@ -721,10 +725,10 @@ def _answer_checks(out: _Collector, examples: list[Example], labels: Counter[str
             else "balanced enough; keep it in mind when reading accuracy",
         )
         return
-    answers = sorted(len(e.final_answer()) for e in examples)
+    answers = sorted(len(a) for a in finals)
     median = _percentile(answers, 0.5)
     if len(answers) >= 20 and median >= 40:
-        short = [e.ref for e in examples if len(e.final_answer().strip()) < median / 10]
+        short = [e.ref for e, a in zip(examples, finals, strict=True) if len(a.strip()) < median / 10]
         out.add(
             "very-short",
             "info",

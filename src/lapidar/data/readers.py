@@ -224,6 +224,9 @@ def _turn_notes(value: Any) -> list[str]:
         previous = None
         for i, turn in enumerate(turns):
             role = turn_role(turn)
+            if role is None or (role != "system" and role != previous):  # the common case, nothing to note
+                previous = role  # None after a tool turn: several tool results or calls in a row are normal
+                continue
             field = f"{key}[{i}]"
             if role == "system" and i > 0:
                 notes.append(
@@ -235,7 +238,7 @@ def _turn_notes(value: Any) -> list[str]:
                     f"field {field!r}: a second {role} turn in a row ({key}[{i - 1}] is a {role} turn too); the "
                     "turns of a conversation alternate between user and assistant"
                 )
-            previous = role if turn_speaker_key(turn) else None
+            previous = role
     return notes
 
 

@@ -41,8 +41,13 @@ CHAT_CONTROL_TOKENS = tuple(t for t in CONTROL_TOKENS if not t.endswith("tool_ca
 _CONTROL_TOKEN_RE = re.compile("|".join(re.escape(t) for t in CHAT_CONTROL_TOKENS))
 
 
+_CONTROL_TOKEN_STARTS = tuple(sorted({t[:2] for t in CHAT_CONTROL_TOKENS}))  # ("<|",): one substring test first
+
+
 def control_tokens(text: str) -> list[str]:
     """The chat-template control tokens that occur in `text`."""
+    if not any(start in text for start in _CONTROL_TOKEN_STARTS):  # most texts: no regex scan at all
+        return []
     return _CONTROL_TOKEN_RE.findall(text)
 
 
