@@ -3,12 +3,14 @@
     python bench/make_data_100k.py                      # writes /tmp/lapidar-data-100k.jsonl
     python bench/data_check_speed.py [FILE] [--profile]  # prints wall seconds and the machine load
 
-`--profile` runs the check under cProfile and prints the 25 most expensive functions (cumulative time).
+`--profile` runs the check under cProfile and prints the 25 most expensive functions (cumulative time). On a
+loaded machine compare the CPU time (user + system), not the wall time.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,7 +37,11 @@ def main() -> None:
     if proc.returncode not in (0, 2):
         print(proc.stderr[-3000:])
     load = os.getloadavg()
-    print(f"{path.name}: exit {proc.returncode} in {seconds:.1f} s (load average {load[0]:.2f}, {os.cpu_count()} CPUs)")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time: comparable across machine loads
+    print(
+        f"{path.name}: exit {proc.returncode} in {seconds:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} s CPU "
+        f"(user + system; load average {load[0]:.2f}, {os.cpu_count()} CPUs)"
+    )
 
 
 if __name__ == "__main__":
