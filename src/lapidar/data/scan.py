@@ -308,8 +308,11 @@ def guess_language(text: str) -> str:
         if n > len(letters) * 0.3:
             return "ja" if code == "zh" and ("ja" in scripts) else code
     scores = dict.fromkeys(_STOPWORDS, 0)
-    # One lower() for all words: lower-casing never makes a space, so splitting at the joins gives each word's.
-    words = " ".join((_ASCII_WORD_RE if text.isascii() else _WORD_RE).findall(text)[:500]).lower().split(" ")
+    if text.isascii():  # ASCII lower-casing keeps every letter a letter: lower the text, then find its words
+        words = _ASCII_WORD_RE.findall(text.lower())[:500]
+    else:
+        # One lower() for all words: lower-casing never makes a space, so splitting at the joins gives each word's.
+        words = " ".join(_WORD_RE.findall(text)[:500]).lower().split(" ")
     for word, n in collections.Counter([w for w in words if w in _LANGUAGES_OF]).items():
         for lang in _LANGUAGES_OF.get(word, ()):
             scores[lang] += n
