@@ -37,8 +37,8 @@ def test_default_quickstart_routes_held_out_claims_better_than_majority(tmp_path
     assert "✓" in proc.stdout and "✗" in proc.stdout  # before answers are marked wrong, after mostly right
 
     # The next step it prints really works and gives the same numbers (the probe is skipped to save time).
-    command = re.search(r"lapidar eval (\S+) --data (\S+) --compare-base", text)
-    assert command is not None, text
+    command = re.search(r"^  lapidar eval (\S+) --data (\S+) --compare-base$", proc.stdout, re.MULTILINE)
+    assert command is not None, proc.stdout
     proc = _lapidar("eval", command[1], "--data", command[2], "--compare-base", "--probe", "none")
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((out / "eval" / "eval.json").read_text())
