@@ -9,11 +9,13 @@ on 60 claims it never saw, with the same metrics and the same greedy answers `la
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -72,6 +74,12 @@ def main(output: str, max_steps: int | None, console: Console) -> Path:
     if (out / RUN_FILE).is_file():
         console.print(f"[dim]replacing the previous quickstart run in {out}[/dim]")
         shutil.rmtree(out)
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # The tiny model's matrices (128 wide, ~450 tokens a step) are too small to split across threads: on 2
+        # shared cores one thread ran the whole quickstart in 1:36, two threads in 3:14-6:23 (they wait for each
+        # other whenever another process holds a core).
+        torch.set_num_threads(1)
+        console.print("[dim]using 1 CPU thread, fastest for this tiny model (set OMP_NUM_THREADS to choose)[/dim]")
     cfg = TrainConfig(**QUICKSTART, output=output, max_steps=max_steps)
     _, run_dir = train.main(cfg, console)
 
