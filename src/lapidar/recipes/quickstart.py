@@ -163,7 +163,7 @@ def _short(text: str, n: int) -> str:
 
 def _mark(prediction: str, reference: str) -> str:
     ok = label(prediction) == label(reference)
-    return f"{_short(prediction, 24) or '(empty)'} {'[green]✓[/green]' if ok else '[red]✗[/red]'}"
+    return f"{_short(prediction, 18) or '(empty)'} {'[green]✓[/green]' if ok else '[red]✗[/red]'}"
 
 
 def _print_answers(console: Console, examples: list[Example], before: ModelScores, after: ModelScores) -> None:
