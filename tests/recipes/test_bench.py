@@ -14,6 +14,7 @@ from lapidar.recipes.bench import BenchSpec, main
 pytestmark = pytest.mark.recipe
 
 
+@pytest.mark.slow
 def test_bench_compares_the_plain_recipe_with_lapidar(tmp_path):
     spec = BenchSpec(model="tiny-qwen2.5", steps=4, eval_steps=2, plain_bf16=False)
     console = Console(file=open(os.devnull, "w"), width=160)  # noqa: SIM115

@@ -85,6 +85,7 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_torchrun_two_nodes_with_a_local_rendezvous(data, one_process, tmp_path):
     # Two "machines" of one process each, started the way a cluster runs torchrun on every node; the run
     # directory is shared storage (here: the same disk).
@@ -105,7 +106,9 @@ def test_torchrun_two_nodes_with_a_local_rendezvous(data, one_process, tmp_path)
     outputs = [node.communicate(timeout=900) for node in nodes]
     assert all(node.returncode == 0 for node in nodes), outputs
     assert "2 processes (global batch 4)" in outputs[0][0] and "Training" not in outputs[1][0]
-    assert train_losses(run) == pytest.approx(train_losses(one_process)[:4], abs=1e-3)
+    # Step 1's loss comes before any update (the 4-step schedule differs from the 20-step one after it).
+    losses = train_losses(run)
+    assert len(losses) == 4 and losses[0] == pytest.approx(train_losses(one_process)[0], abs=1e-3)
 
 
 def test_bad_data_fails_once_in_the_launcher(tmp_path):
@@ -119,6 +122,7 @@ def test_bad_data_fails_once_in_the_launcher(tmp_path):
     assert f"{bad}: line 1" in proc.stderr and "Starting 2 training processes" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path):
     common = ["train", "--data", str(data), "--max-steps", "8", "--batch-size", "2", "--nproc", "2",
               "--save-steps", "4", *STEPS]  # fmt: skip

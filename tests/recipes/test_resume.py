@@ -94,6 +94,7 @@ def test_nan_loss_stops_with_clear_message_and_loadable_weights(tmp_path):
     assert summary["stop_reason"].startswith("diverged")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("objective", "data"), [("dpo", "pairs"), ("kto", "feedback")])
 def test_preference_runs_resume_after_kill_9_to_the_same_final_loss(objective, data, tmp_path):
     # One loop for every objective: dpo and kto checkpoint and resume exactly like sft.
