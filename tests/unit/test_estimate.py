@@ -195,3 +195,23 @@ def test_flops_per_token_follow_the_6n_and_4n_rules():
     assert flops_per_token(plan.with_(method="lora", gradient_checkpointing=True)) > 1.2 * lora
     # Only label positions reach the lm_head.
     assert flops_per_token(plan.with_(method="lora"), label_fraction=0.5) < lora
+
+
+def test_processes_on_one_cpu_machine_share_its_memory():
+    # Each training process holds a whole model copy: N processes on one machine's RAM get 1/N of it each.
+    import io
+    import math
+
+    from rich.console import Console
+
+    from lapidar.training.estimate import check_fits
+
+    cfg = TrainConfig(model="tiny-qwen2.5", method="full")
+    report = estimate(cfg, probe=False, read_data=False)
+    assert report.verdict != NO_FIT
+    out = io.StringIO()
+    check_fits(cfg, Console(file=out), processes=1)
+    assert "to each of" not in out.getvalue()
+    many = math.ceil(report.capacity / report.estimate.total * 1.3) + 1
+    with pytest.raises(UserError, match=rf"available to each of {many} processes|has .* to each of {many} processes"):
+        check_fits(cfg, Console(file=io.StringIO()), processes=many)

@@ -254,10 +254,7 @@ def main(
     if not world.main:
         console = Console(file=io.StringIO())  # process 0 talks to the user
     run = _setup_in_world(cfg, console, resume is not None, world)
-    # Refuse (before any weights load) a run that clearly cannot fit this machine; --force overrides.
-    objective = get_objective(run.objective)
-    rows = objective.memory_rows(run.train)
-    check_fits(cfg.model_copy(update={"batch_size": cfg.batch_size * objective.rows_per_item}), console, rows)
+    _check_memory(run, console, world)
     model = load_prepared_model(run)
     own_stop = stop is None
     stop = stop or StopRequest()
@@ -299,6 +296,30 @@ def _setup_in_world(cfg: TrainConfig, console: Console, resume: bool, world: Wor
 PREPARED_ENV = "LAPIDAR_PREPARED"  # set by `lapidar train --nproc N` for the processes it starts
 
 
+def _check_memory(run: RunData, console: Console, world: World, processes: int = 1) -> None:
+    """Refuse (before any weights load) a run that clearly cannot fit this machine; --force overrides.
+
+    With several processes, process 0 decides for all of them (the launcher already did under --nproc): the
+    processes on one machine share its RAM, and one verdict keeps them from disagreeing.
+    """
+    cfg = run.cfg
+    objective = get_objective(run.objective)
+    rows = objective.memory_rows(run.train)
+    sized = cfg.model_copy(update={"batch_size": cfg.batch_size * objective.rows_per_item})
+    if world.size == 1:
+        check_fits(sized, console, rows, processes)
+        return
+    problem = None
+    if world.main and not os.environ.get(PREPARED_ENV):
+        try:
+            check_fits(sized, console, rows, int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
+        except UserError as e:
+            problem = str(e)
+    problem = world.broadcast(problem)
+    if problem:
+        raise UserError(problem)
+
+
 def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[dict, Path]:
     """`lapidar train --nproc N`: check everything and create the run directory here, then let torchrun start N
     processes that train it; returns their summary.
@@ -309,7 +330,9 @@ def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[di
     if resume is not None:
         run_dir, args = resume, ["train", "--resume", str(resume)]
     else:
-        run_dir = setup(cfg, console).run_dir
+        run = setup(cfg, console)
+        _check_memory(run, console, World(), processes=cfg.nproc)
+        run_dir = run.run_dir
         args = ["train", str(run_dir / "config.yaml"), "--output", str(run_dir)]
     console.print(f"Starting {cfg.nproc} training processes (torchrun, DDP through accelerate) for {run_dir}")
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the processes too

@@ -530,12 +530,13 @@ def print_report(console: Console, report: Report) -> None:
 # ---------------------------------------------------------------- the check before training
 
 
-def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> None:
+def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, processes: int = 1) -> None:
     """Print the memory estimate of `cfg` on this machine; raise UserError when it clearly cannot fit.
 
     For the sft and pretrain objectives. `data` is the tokenised training rows (`Encoded`, as `setup` builds them);
     without them the estimate assumes full-length rows. "Clearly" means above the capacity by more than the
-    estimate's error (15%). `cfg.force` (when the config has it) turns the refusal into a warning.
+    estimate's error (15%). `cfg.force` (when the config has it) turns the refusal into a warning. `processes`
+    training processes on this machine share its RAM (each holds a whole model copy); on GPUs each has its own.
     """
     try:
         stats = data_stats(data, cfg.batch_size, cfg.seed, cfg.padding_free) if data else None
@@ -543,18 +544,23 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None) -> 
     except UserError as e:
         console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")
         return
-    est, cap = report.estimate, report.capacity
+    est, cap, judged = report.estimate, report.capacity, report.verdict
+    share = ""
+    if processes > 1 and report.device.kind == "cpu":
+        cap = report.capacity / processes
+        judged = verdict(est.total, cap)
+        share = f" to each of {processes} processes"
     console.print(
-        f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {_gib(cap)} available on "
-        f"{escape(report.device.name)}: {report.verdict}"
+        f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {_gib(cap)} available{share} on "
+        f"{escape(report.device.name)}: {judged}"
     )
-    if report.verdict != NO_FIT:
+    if judged != NO_FIT:
         return
     # Advice for `lapidar train`: only changes made with its own flags (no --gpus).
     train_fixes = fixes(report.plan, cap, multi_gpu=False)
     advice = "; ".join(f"{f.change} -> {_gib(f.estimate.total)}" for f in train_fixes) or "a larger machine"
     message = (
-        f"this run needs about {_gib(est.total)} but {report.device.name} has {_gib(cap)}; "
+        f"this run needs about {_gib(est.total)} but {report.device.name} has {_gib(cap)}{share}; "
         f"cheapest changes: {advice}; see `lapidar estimate` for the breakdown, or pass --force to try anyway"
     )
     if getattr(cfg, "force", False):
