@@ -44,3 +44,16 @@ def qa_rows(pairs: list[tuple[str, str]], system: str | None = None) -> list[dic
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         rows.append({"messages": msgs})
     return rows
+
+
+# An OpenAI-style function spec the tool-calling tests share.
+CLAIM_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_claim_status",
+            "description": "Look up an insurance claim by its id.",
+            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
+        },
+    }
+]

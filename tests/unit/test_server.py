@@ -16,6 +16,7 @@ from lapidar.models.loading import RANDOM_LABEL
 from lapidar.server import check_bind, is_loopback
 from lapidar.server.app import create_app
 from lapidar.server.engine import Engine, Job
+from tests.conftest import CLAIM_TOOLS
 
 KEY = "sk-test-123"
 HI = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 12}
@@ -199,16 +200,7 @@ def test_bind_rules():
 
 # ---------------------------------------------------------------- tool calling
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_claim_status",
-            "description": "Look up an insurance claim by its id.",
-            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
-        },
-    }
-]
+TOOLS = CLAIM_TOOLS
 CALL = '<tool_call>\n{"name": "get_claim_status", "arguments": {"claim_id": "HM-1042"}}\n</tool_call>'
 ASK = [{"role": "user", "content": "Where is claim HM-1042?"}]
 

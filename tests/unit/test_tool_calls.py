@@ -9,19 +9,11 @@ import pytest
 from lapidar.errors import UserError
 from lapidar.evaluation.metrics import Answer, default_metrics, resolve_metrics, score, task_shape
 from lapidar.inference.tools import ParsedAnswer, ToolCall, ToolCallStream, load_tools, parse_tool_calls
+from tests.conftest import CLAIM_TOOLS
 
 CALL = '<tool_call>\n{"name": "get_claim_status", "arguments": {"claim_id": "HM-1042"}}\n</tool_call>'
 WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Porto", "unit": "c"}}\n</tool_call>'
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_claim_status",
-            "description": "Look up a claim by its id.",
-            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
-        },
-    }
-]
+TOOLS = CLAIM_TOOLS
 
 
 def test_single_call():
