@@ -62,12 +62,23 @@ def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, tools:
     )
 
 
+# Whether a chat template writes tool specs into the prompt, by template text: a property of the template, so it is
+# rendered once per template rather than twice for every row that carries tools.
+_SHOWS_TOOLS: dict[str, bool] = {}
+_PROBE_TOOLS = [
+    {"type": "function", "function": {"name": "probe", "description": "", "parameters": {"type": "object"}}}
+]
+
+
 def _check_tools_rendered(tokenizer, messages: list[dict], tools: list[Any] | None, where: str) -> None:
     """A template that ignores `tools` (lapidar's plain template for base models) would drop the specs silently."""
     if not tools:
         return
-    probe = messages[:1] or [{"role": "user", "content": ""}]
-    if _render(tokenizer, probe, False, tools) == _render(tokenizer, probe, False, None):
+    key = str(tokenizer.chat_template)
+    if key not in _SHOWS_TOOLS:
+        probe = [{"role": "user", "content": "?"}]
+        _SHOWS_TOOLS[key] = _render(tokenizer, probe, False, _PROBE_TOOLS) != _render(tokenizer, probe, False, None)
+    if not _SHOWS_TOOLS[key]:
         first = json.dumps(tools[0], ensure_ascii=False)[:60]
         raise UserError(
             f"{where}: the row carries tool specs (tools: {first}…) but this model's chat template has no place for "
