@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lapidar.data.readers import Row, json_type, read_rows
+from lapidar.data.readers import SPEAKERS, Row, json_type, read_rows
 from lapidar.errors import UserError, unknown_choice
 
 __all__ = [
@@ -203,20 +203,7 @@ def _list(value: Any, where: str, field: str, what: str) -> list:
     return value
 
 
-_ROLES = {
-    # OpenAI / TRL
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-    "tool": "tool",
-    "function": "tool",
-    # ShareGPT
-    "human": "user",
-    "gpt": "assistant",
-    "observation": "tool",
-    "function_call": "assistant",
-}
+_ROLES = SPEAKERS  # speaker name -> role, shared with the reader's turn-order notes
 
 
 def _tool_call_text(payload: Any) -> str:

@@ -29,6 +29,7 @@ from lapidar.io import write_text
 
 __all__ = [
     "READERS",
+    "SPEAKERS",
     "WRITERS",
     "Row",
     "json_type",
@@ -185,16 +186,25 @@ def _unmark(value: Any, path: str, where: str, notes: list[str]) -> Any:
 
 # ---------------------------------------------------------------- conversations whose turns do not alternate
 
-# Speakers by the role they play, in both styles ({role, content} and ShareGPT's {from, value}); tool and function
-# turns are left out: several tool results in a row are normal (parallel calls).
-_SPEAKER_ROLES = {
+# Every speaker name lapidar reads, in both styles ({role, content} and ShareGPT's {from, value}), and the role it
+# plays; lapidar.data.formats converts turns with it.
+SPEAKERS = {
+    # OpenAI / TRL
     "system": "system",
     "developer": "system",
     "user": "user",
-    "human": "user",
     "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    # ShareGPT
+    "human": "user",
     "gpt": "assistant",
+    "observation": "tool",
+    "function_call": "assistant",
 }
+# The turns that must alternate: tool results and function calls are left out (several in a row are normal, as in
+# parallel calls).
+_SPEAKER_ROLES = {k: v for k, v in SPEAKERS.items() if v != "tool" and k != "function_call"}
 
 
 def turn_speaker_key(turn: Any) -> str | None:
