@@ -46,6 +46,10 @@ def estimate(
     quant: Annotated[str | None, typer.Option(help="4bit or 8bit base under an adapter (QLoRA).")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs of the named device.")] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO stage over --gpus: 2 or 3 (0: plain data parallel).")] = 0,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="ddp, fsdp, zero2, zero3 or zero3-offload over --gpus (sets --zero: fsdp shards like 3)."),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="GPU to estimate for, e.g. 'RTX 4090', 'A100 80GB', T4 (default: this machine).")
     ] = None,
@@ -68,7 +72,7 @@ def estimate(
     cfg = load_config(config, overrides)
     if cfg.data:
         quiet_libraries()
-    report = run_estimate(cfg, device=device, memory=memory, quant=quant, gpus=gpus, zero=zero)
+    report = run_estimate(cfg, device=device, memory=memory, quant=quant, gpus=gpus, zero=zero, strategy=strategy)
     if json_output:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:

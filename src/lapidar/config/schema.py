@@ -163,6 +163,13 @@ class TrainConfig(BaseModel):
         "--batch-size is per process: the global batch is batch_size x nproc x grad_accum. Ignored inside a "
         "process torchrun or accelerate launch started (their world size counts).",
     )
+    strategy: Literal["ddp", "fsdp", "zero2", "zero3", "zero3-offload"] = setting(
+        "ddp",
+        group="scale",
+        help="How several processes share the work (accelerate): ddp copies the model into each process; fsdp "
+        "shards weights, gradients and optimiser states (FSDP2); zero2/zero3/zero3-offload are DeepSpeed ZeRO "
+        "(CUDA GPUs and pip install 'lapidar[deepspeed]'; configs shipped in lapidar/resources/strategies).",
+    )
     # ---- evaluation, early stopping
     eval_steps: int = setting(50, group="eval", ge=1, help="Compute validation loss every N optimiser steps.")
     patience: int | None = setting(

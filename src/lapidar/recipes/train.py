@@ -36,7 +36,7 @@ from lapidar.methods import apply_method, get_method, quantization_config, resol
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
-from lapidar.training.distributed import World, join, launch
+from lapidar.training.distributed import World, check_strategy, join, launch
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks
@@ -95,6 +95,7 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
     if method.adapter:
         resolve_targets(cfg.target_modules)
     check_optimizer(method.optimizer or cfg.optimizer)  # a missing package fails before data and weights load
+    check_strategy(cfg.strategy)  # a missing GPU or deepspeed too
     train_path, val_path = _data_paths(cfg)
     all_kinds = tuple(OBJECTIVE_FOR_KIND)
     examples, fmt = load_examples(train_path, kinds=all_kinds)

@@ -26,7 +26,48 @@ from typing import Any
 
 import torch
 
-__all__ = ["World", "in_launched_process", "join", "launch", "unwrap"]
+__all__ = ["SHARDED", "STRATEGIES", "World", "check_strategy", "in_launched_process", "join", "launch", "unwrap"]
+
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3-offload")
+# Strategies that split weights/gradients/optimiser states over the processes (ddp keeps a whole copy in each).
+SHARDED = {"fsdp": 3, "zero2": 2, "zero3": 3, "zero3-offload": 3}  # strategy -> the ZeRO stage it amounts to
+
+
+def check_strategy(strategy: str, cuda: bool | None = None) -> None:
+    """Refuse, before data or weights load, a `--strategy` this machine or this install cannot run.
+
+    DeepSpeed ZeRO runs on CUDA GPUs only; accelerate 1.16 builds FSDP only on GPUs (with `cpu=True` its
+    Accelerator is MULTI_CPU and ignores an FSDP plugin: the model would silently be DDP-wrapped instead).
+    """
+    from lapidar.errors import UserError
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"--strategy {strategy}: use one of {', '.join(STRATEGIES)}")
+    if strategy == "ddp":
+        return
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if strategy.startswith("zero"):
+        missing = [] if cuda else ["CUDA GPUs (this machine has none)"]
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            missing.append("the deepspeed package (pip install 'lapidar[deepspeed]')")
+        if missing:
+            raise UserError(
+                f"--strategy {strategy} is DeepSpeed ZeRO, which needs {' and '.join(missing)}; "
+                "here use --strategy ddp (every process holds the whole model)"
+            )
+    elif not cuda:
+        raise UserError(
+            "--strategy fsdp needs CUDA GPUs: accelerate builds FSDP only on GPUs (on CPU its Accelerator is "
+            "MULTI_CPU and would wrap the model in DDP instead); on CPU use --strategy ddp"
+        )
+    # The GPU paths are not wired into the loop yet: saying so beats a run that silently trains as DDP.
+    raise UserError(
+        f"--strategy {strategy} is not built into lapidar's training loop yet (it needs the optimiser prepared "
+        "by accelerate with the model and full state dicts gathered for saving); use --strategy ddp, or estimate "
+        f"the sharded run with `lapidar estimate --strategy {strategy} --gpus N`"
+    )
 
 
 def unwrap(model: Any) -> Any:

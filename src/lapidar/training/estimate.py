@@ -119,6 +119,7 @@ class Report:
             "quant": p.quant_bits,
             "gpus": p.gpus,
             "zero": p.zero,
+            "offload": p.offload,
             "device": self.device.name,
             "capacity_gib": gib(self.capacity),
             "peak_gib": gib(self.estimate.total),
@@ -245,6 +246,7 @@ def plan_from_config(
     quant: str | None = None,
     gpus: int = 1,
     zero: int = 0,
+    offload: bool = False,
 ) -> Plan:
     """The memory plan of a training config on `device` (with the widths of `stats` when the data is known)."""
     shape, weight_bytes = model_shape(cfg.model, cfg.init)
@@ -276,6 +278,7 @@ def plan_from_config(
         galore_rank=cfg.galore_rank,
         gpus=gpus,
         zero=zero,
+        offload=offload,
         device=device.kind,
         data_tokens=0 if stats is None else stats.tokens,
     )
@@ -428,6 +431,7 @@ def estimate(
     quant: str | None = None,
     gpus: int = 1,
     zero: int = 0,
+    strategy: str | None = None,
     stats: DataStats | None = None,
     probe: bool = True,
     read_data: bool = True,
@@ -437,6 +441,15 @@ def estimate(
     The data's widths come from `stats`, else from tokenising `cfg.data` (unless `read_data` is False); without
     either the estimate assumes full-length rows.
     """
+    offload = False
+    if strategy is not None:
+        # fsdp shards weights, gradients and optimiser states like ZeRO-3 (FSDP's FULL_SHARD).
+        stages = {"ddp": 0, "fsdp": 3, "zero2": 2, "zero3": 3, "zero3-offload": 3}
+        if strategy not in stages:
+            raise UserError(f"--strategy {strategy}: use one of {', '.join(stages)}")
+        if zero and zero != stages[strategy]:
+            raise UserError(f"--strategy {strategy} and --zero {zero} disagree; give one of them")
+        zero, offload = stages[strategy], strategy == "zero3-offload"
     if zero not in (0, 2, 3):
         raise UserError(f"--zero {zero}: use 2 or 3 (or leave it out for plain data parallel)")
     if gpus < 1:
@@ -452,7 +465,7 @@ def estimate(
             f"no --data: assumes every row is max_length={cfg.max_length} tokens and every token is trained "
             "(an upper bound); pass --data for real widths and the time per epoch"
         )
-    plan = plan_from_config(cfg, dev, stats, quant=quant, gpus=gpus, zero=zero)
+    plan = plan_from_config(cfg, dev, stats, quant=quant, gpus=gpus, zero=zero, offload=offload)
     est = estimate_memory(plan)
     if dev.note:
         notes.append(f"{dev.name}: {dev.note}")
@@ -494,7 +507,7 @@ def print_report(console: Console, report: Report) -> None:
         f"{escape(report.model)} ({p.shape.n_params / 1e9:.2f}B) · {p.method} · batch {p.batch_size}x{p.grad_accum} · "
         f"{p.seq_len} tokens · {precision(p)}{' · checkpointing' if p.gradient_checkpointing else ''}"
         + (f" · {p.quant_bits}" if p.quant_bits else "")
-        + (f" · {p.gpus} GPUs ZeRO-{p.zero}" if p.gpus > 1 else "")
+        + (f" · {p.gpus} GPUs ZeRO-{p.zero}{' offload' if p.offload else ''}" if p.gpus > 1 else "")
     )
     table = Table(title=title, show_header=True)
     table.add_column("peak memory per process", justify="left")

@@ -164,6 +164,7 @@ class Plan:
     galore_rank: int = 128
     gpus: int = 1
     zero: int = 0  # DeepSpeed-style ZeRO stage over `gpus`: 0 (plain data parallel), 2 or 3
+    offload: bool = False  # zero3-offload: optimiser states (and the step) in CPU RAM, not on the GPU
     device: str = "cuda"  # "cuda" or "cpu"
     data_tokens: int = 0  # tokenised training data held in memory (CPU baseline grows with it)
 
@@ -453,6 +454,10 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     if zero >= 3:
         weights = weights / n_gpus + 2 * s.layer_params * (plan.weight_bytes if plan.quant_bits is None else 1)
         notes.append("ZeRO-3: weights sharded over the GPUs, two layers gathered at a time")
+    if plan.offload and not cpu:
+        # DeepSpeed's offload_optimizer: fp32 states and the Adam step live in host RAM (arXiv:2101.06840).
+        notes.append(f"offload: {states / 2**30:.2f} GiB of optimiser states per GPU held in CPU RAM instead")
+        states, step_temp = 0.0, 0.0
     saved, backward = activation_bytes(plan)
     logits = logits_bytes(plan)
     # A trainable lm_head gets its fp32 gradient during the forward pass (the fused loss computes it there).

@@ -1,0 +1,81 @@
+"""`--strategy`: what each strategy costs per GPU in the estimate, and the refusals before any data or weights load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lapidar.config import TrainConfig
+from lapidar.errors import UserError
+from lapidar.training.distributed import STRATEGIES, check_strategy
+from lapidar.training.estimate import estimate
+
+STRATEGY_FILES = Path(__file__).parents[2] / "src" / "lapidar" / "resources" / "strategies"
+
+
+def _peak(strategy: str, gpus: int = 8) -> float:
+    cfg = TrainConfig(model="qwen2.5-7b", method="full")
+    return estimate(cfg, device="A100 80GB", gpus=gpus, strategy=strategy, probe=False).estimate.total
+
+
+def test_sharding_lowers_the_per_gpu_peak_in_the_order_of_the_stages():
+    ddp, zero2, zero3, fsdp, offload = (_peak(s) for s in ("ddp", "zero2", "zero3", "fsdp", "zero3-offload"))
+    assert ddp > zero2 > zero3 > offload
+    assert fsdp == zero3, "FSDP full sharding is estimated like ZeRO-3"
+    # One GPU shards nothing.
+    assert _peak("zero3", gpus=1) == _peak("ddp", gpus=1)
+
+
+def test_estimate_refuses_a_strategy_that_contradicts_zero():
+    with pytest.raises(UserError, match="disagree"):
+        estimate(TrainConfig(model="qwen2.5-7b"), device="A100 80GB", gpus=8, zero=2, strategy="zero3", probe=False)
+    with pytest.raises(UserError, match="use one of ddp, fsdp"):
+        estimate(TrainConfig(model="qwen2.5-7b"), device="A100 80GB", gpus=8, strategy="zero1", probe=False)
+
+
+def test_estimate_cli_prints_the_strategy_in_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "lapidar", "estimate", "--model", "qwen2.5-7b", "--method", "full",
+         "--device", "A100 80GB", "--gpus", "8", "--strategy", "zero3-offload", "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    report = json.loads(out)
+    assert report["zero"] == 3 and report["offload"] is True
+
+
+def test_zero_needs_cuda_and_deepspeed():
+    for strategy in ("zero2", "zero3", "zero3-offload"):
+        with pytest.raises(UserError, match=r"DeepSpeed ZeRO, which needs CUDA GPUs") as e:
+            check_strategy(strategy, cuda=False)
+        assert "--strategy ddp" in str(e.value)
+
+
+def test_fsdp_on_cpu_says_why_not():
+    with pytest.raises(UserError, match="accelerate builds FSDP only on GPUs"):
+        check_strategy("fsdp", cuda=False)
+    check_strategy("ddp", cuda=False)
+
+
+def test_train_refuses_before_reading_data(tmp_path):
+    # The data file does not exist: the strategy is refused first, in one line, exit 2.
+    proc = subprocess.run(
+        [sys.executable, "-m", "lapidar", "train", "--data", str(tmp_path / "absent.jsonl"), "--strategy", "zero3",
+         "--nproc", "2", "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: --strategy zero3 is DeepSpeed ZeRO" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_strategy_with_a_config_ships_one():
+    for strategy in STRATEGIES:
+        if strategy.startswith("zero"):
+            config = json.loads((STRATEGY_FILES / f"{strategy}.json").read_text())
+            assert config["zero_optimization"]["stage"] == int(strategy[4])
+            assert ("offload_optimizer" in config["zero_optimization"]) == strategy.endswith("offload")
+    assert "fsdp_version: 2" in (STRATEGY_FILES / "fsdp.yaml").read_text()
