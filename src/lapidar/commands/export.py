@@ -91,12 +91,27 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Model id reported by /v1/models.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length when a request sets no max_tokens.")] = 512,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (larger: 413).")] = 1_000_000,
+    engine: Annotated[
+        str, typer.Option(help="builtin (this process, CPU or GPU) or vllm (vLLM's OpenAI server; CUDA GPUs).")
+    ] = "builtin",
 ) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    from lapidar.errors import UserError
     from lapidar.server import check_bind
 
     key = api_key or os.environ.get("LAPIDAR_API_KEY") or None
     check_bind(host, port, key)  # before the (slow) model load
+    if engine not in ("builtin", "vllm"):
+        raise UserError(f"--engine {engine}: use builtin or vllm")
+    if engine == "vllm":
+        import subprocess
+
+        from lapidar.server.vllm import check_vllm, vllm_command
+
+        argv = vllm_command(check_vllm(), Path(run_dir), model_name or Path(run_dir).resolve().name, host, port, key)
+        shown_argv = " ".join("***" if a == key else a for a in argv)
+        console.print(f"[bold]Starting vLLM[/bold]: {escape(shown_argv)}", highlight=False)
+        raise typer.Exit(subprocess.call(argv))
     import uvicorn
 
     from lapidar.inference.generate import load_for_inference
