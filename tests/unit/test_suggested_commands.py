@@ -134,6 +134,10 @@ FOREIGN_FLAGS = {
     "--node-rank",
     "--master-addr",
     "--master-port",
+    "--served-model-name",  # vllm serve (lapidar serve --engine vllm)
+    "--enable-lora",
+    "--lora-modules",
+    "--max-lora-rank",
 }
 # The modules that describe how flags are generated from field names (`--x` / `--no-x`), not real flags.
 FLAG_SCHEME = ("config/options.py", "config/reference.py")
