@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from lapidar.config import TrainConfig, load_config
 from lapidar.errors import UserError
@@ -182,12 +182,17 @@ class SweepSpec(BaseModel):
     sampler: SamplerSpec = SamplerSpec()
     params: dict[str, ParamSpec]
 
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        if v != "val_loss" and v not in METRICS:
+            raise ValueError(f"objective {v!r} is not val_loss or a metric: {', '.join(METRICS)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
         if self.trials < 1:
             raise ValueError(f"trials must be at least 1 (got {self.trials})")
-        if self.objective != "val_loss" and self.objective not in METRICS:
-            raise ValueError(f"objective {self.objective!r} is not val_loss or a metric: {', '.join(METRICS)}")
         if self.objective != "val_loss" and METRICS[self.objective].higher_is_better is None and not self.direction:
             raise ValueError(f"objective {self.objective} has no better direction: set direction")
         if not self.params:
@@ -206,12 +211,12 @@ class SweepSpec(BaseModel):
 def _sweep_error(err: ValidationError, where: str) -> str:
     parts = []
     for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"]) or "sweep"
+        field = ".".join(["sweep", *(str(x) for x in e["loc"])])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown key sweep.{field}")
+            parts.append(f"{where}: unknown key {field}")
         else:
-            parts.append(f"{where}: sweep.{field}: {msg}")
+            parts.append(f"{where}: {field}: {msg}")
     return "; ".join(parts)
 
 
