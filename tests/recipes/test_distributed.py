@@ -163,3 +163,34 @@ def test_two_process_dpo_trains(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert len(train_losses(run)) == 3 and (run / "adapter").is_dir()
     assert "2 processes (global batch 4)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ray_train_on_a_local_cluster_writes_one_run_directory(data, tmp_path):
+    # A Ray cluster of one head node with 2 CPUs, started as a user would (`ray start --head`), found through
+    # RAY_ADDRESS; Ray Train's TorchTrainer runs 2 workers.
+    pytest.importorskip("ray.train")
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    port = _port()
+    # A throwaway cluster on loopback: no auth token to share between `ray start` and the client.
+    cluster_env = {**env(), "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([ray, "start", "--head", "--num-cpus", "2", f"--port={port}", "--node-ip-address=127.0.0.1",
+                    "--include-dashboard=false"],
+                   check=True, capture_output=True, timeout=180, env=cluster_env)  # fmt: skip
+    try:
+        run = tmp_path / "run"
+        proc = subprocess.run(
+            cli("train", "--data", str(data), "--max-steps", "3", "--batch-size", "2", "--nproc", "2",
+                "--launcher", "ray", *STEPS, "--output", str(run)),
+            capture_output=True, text=True, timeout=600, env=cluster_env,
+        )  # fmt: skip
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=cluster_env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Starting 2 Ray Train workers" in proc.stdout
+    assert "2 processes (global batch 4)" in proc.stdout + proc.stderr
+    rows = metrics(run)
+    assert [r["step"] for r in rows if "train_loss" in r] == [1, 2, 3], "one metrics row per step, not per worker"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and (run / "adapter" / "adapter_config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"], "one run directory"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lapidar.errors import UserError
+from lapidar.models.loading import RUN_FILE
 from lapidar.server.vllm import check_vllm, vllm_command
 
 
@@ -18,7 +19,7 @@ def _run(tmp_path: Path, weights: str, new_tokens: list[str] | None = None) -> P
     run = tmp_path / "run"
     (run / weights).mkdir(parents=True)
     info = {"base_model": "/models/qwen2.5-7b", "weights": weights, "new_tokens": new_tokens or []}
-    (run / "run.json").write_text(json.dumps(info))
+    (run / RUN_FILE).write_text(json.dumps(info))
     if weights == "adapter":
         (run / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 32}))
     return run

@@ -138,6 +138,7 @@ FOREIGN_FLAGS = {
     "--enable-lora",
     "--lora-modules",
     "--max-lora-rank",
+    "--head",  # ray start
 }
 # The modules that describe how flags are generated from field names (`--x` / `--no-x`), not real flags.
 FLAG_SCHEME = ("config/options.py", "config/reference.py")

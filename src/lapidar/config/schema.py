@@ -163,6 +163,13 @@ class TrainConfig(BaseModel):
         "--batch-size is per process: the global batch is batch_size x nproc x grad_accum. Ignored inside a "
         "process torchrun or accelerate launch started (their world size counts).",
     )
+    launcher: Literal["torchrun", "ray"] = setting(
+        "torchrun",
+        group="scale",
+        help="What starts the nproc processes: torchrun on this machine, or ray (Ray Train's TorchTrainer with "
+        "nproc workers on the Ray cluster at $RAY_ADDRESS, else a local one; the run directory must be on storage "
+        "every node sees; pip install 'lapidar[ray]').",
+    )
     strategy: Literal["ddp", "fsdp", "zero2", "zero3", "zero3-offload"] = setting(
         "ddp",
         group="scale",

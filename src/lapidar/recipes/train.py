@@ -36,7 +36,7 @@ from lapidar.methods import apply_method, get_method, quantization_config, resol
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
-from lapidar.training.distributed import World, check_strategy, join, launch
+from lapidar.training.distributed import World, check_strategy, join, launch, launch_ray
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks
@@ -244,7 +244,7 @@ def main(
     """
     console = console or Console()
     world = join()  # one of several processes when torchrun / accelerate launch started this one
-    if cfg.nproc > 1 and world.size == 1:
+    if world.size == 1 and (cfg.nproc > 1 or cfg.launcher == "ray") and not os.environ.get(PREPARED_ENV):
         return _launch(cfg, console, resume)
     checkpoint = None
     if resume is not None:
@@ -335,12 +335,18 @@ def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[di
         _check_memory(run, console, World(), processes=cfg.nproc)
         run_dir = run.run_dir
         args = ["train", str(run_dir / "config.yaml"), "--output", str(run_dir)]
-    console.print(f"Starting {cfg.nproc} training processes (torchrun, DDP through accelerate) for {run_dir}")
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the processes too
-    try:
-        status = launch(cfg.nproc, args, env={PREPARED_ENV: str(run_dir)})
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    if cfg.launcher == "ray":
+        console.print(f"Starting {cfg.nproc} Ray Train workers (TorchTrainer, DDP through accelerate) for {run_dir}")
+        config = {"run_dir": str(run_dir.resolve()), "cwd": os.getcwd(), "resume": resume is not None}
+        launch_ray(cfg.nproc, _ray_worker, config, str((run_dir / "ray").resolve()))
+        status = 0
+    else:
+        console.print(f"Starting {cfg.nproc} training processes (torchrun, DDP through accelerate) for {run_dir}")
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the processes too
+        try:
+            status = launch(cfg.nproc, args, env={PREPARED_ENV: str(run_dir)})
+        finally:
+            signal.signal(signal.SIGINT, previous)
     summary_file = run_dir / "summary.json"
     if status != 0 or not summary_file.is_file():
         raise UserError(
@@ -349,6 +355,14 @@ def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[di
             + (f"; continue with --resume {run_dir}" if latest_checkpoint(run_dir) else "")
         )
     return json.loads(summary_file.read_text()), run_dir
+
+
+def _ray_worker(config: dict) -> None:
+    """One Ray Train worker: the run the launcher prepared, trained by this worker's share of the processes."""
+    os.chdir(config["cwd"])  # relative data paths in config.yaml mean what they meant to the launcher
+    os.environ[PREPARED_ENV] = config["run_dir"]
+    run_dir = Path(config["run_dir"])
+    main(resume_config(run_dir), resume=run_dir if config["resume"] else None)
 
 
 def resume_config(run_dir: Path) -> TrainConfig:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from lapidar.errors import UserError
+from lapidar.models.loading import RUN_FILE
 
 __all__ = ["check_vllm", "vllm_command"]
 
@@ -46,9 +47,9 @@ def check_vllm(cuda: bool | None = None) -> list[str]:
 
 def vllm_command(launcher: list[str], run_dir: Path, name: str, host: str, port: int, api_key: str | None) -> list[str]:
     """The argv that serves `run_dir` through vLLM as model `name` at host:port (api_key: required Bearer key)."""
-    info_file = run_dir / "run.json"
+    info_file = run_dir / RUN_FILE
     if not info_file.is_file():
-        raise UserError(f"{run_dir}: --engine vllm serves a run directory (it has no run.json)")
+        raise UserError(f"{run_dir}: --engine vllm serves a run directory (it has no {RUN_FILE})")
     info = json.loads(info_file.read_text())
     common = ["--host", host, "--port", str(port), *(["--api-key", api_key] if api_key else [])]
     if info.get("weights") == "model":

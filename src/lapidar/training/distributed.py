@@ -26,7 +26,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["SHARDED", "STRATEGIES", "World", "check_strategy", "in_launched_process", "join", "launch", "unwrap"]
+__all__ = [
+    "SHARDED",
+    "STRATEGIES",
+    "World",
+    "check_strategy",
+    "in_launched_process",
+    "join",
+    "launch",
+    "launch_ray",
+    "unwrap",
+]
 
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3-offload")
 # Strategies that split weights/gradients/optimiser states over the processes (ddp keeps a whole copy in each).
@@ -192,3 +202,36 @@ def launch(nproc: int, args: Sequence[str], env: dict[str, str] | None = None) -
     # Each process gets an equal share of the cores (torchrun would otherwise set 1 thread and warn).
     full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(command, env=full_env)
+
+
+def launch_ray(nproc: int, worker: Any, config: dict[str, Any], storage: str) -> None:
+    """Run `worker(config)` in `nproc` Ray Train workers (TorchTrainer): on the cluster at $RAY_ADDRESS, or a local
+    Ray started here. Ray Train opens the torch process group (gloo on CPU, NCCL on GPUs) and sets RANK/WORLD_SIZE
+    as torchrun does, so `join()` finds the same world; `storage` is where Ray keeps its own records."""
+    from lapidar.errors import UserError
+
+    try:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as e:
+        raise UserError(f"--launcher ray needs Ray Train ({e.name} is missing): pip install 'lapidar[ray]'") from e
+    address = os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as e:
+            raise UserError(
+                f"--launcher ray: cannot reach the Ray cluster at RAY_ADDRESS={address} ({e}); start one with "
+                "`ray start --head` and set RAY_ADDRESS to the address it prints, or unset RAY_ADDRESS for a local Ray"
+            ) from e
+    trainer = TorchTrainer(
+        worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=nproc, use_gpu=torch.cuda.is_available()),
+        run_config=RunConfig(storage_path=storage, name="ray"),
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray wraps a worker's error; its message (a UserError's line) is what matters
+        raise UserError(f"the Ray Train workers failed: {str(e).strip().splitlines()[-1]}") from e
