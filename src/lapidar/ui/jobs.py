@@ -7,6 +7,7 @@ queued job when none runs; `stop` sends SIGTERM, which `lapidar train` turns int
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -157,10 +158,8 @@ class JobQueue:
             elif job["status"] == "running":
                 job["stop_requested"] = True
                 self._save(job)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(job["pid"], signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             return self.get(job_id)
 
     def wait(self, job_id: str, timeout: float) -> dict:
@@ -181,10 +180,8 @@ class JobQueue:
 
         def loop() -> None:
             while not self._stop_thread.wait(self.poll_s):
-                try:
+                with contextlib.suppress(Exception):
                     self.tick()
-                except Exception:
-                    pass
 
         self._thread = threading.Thread(target=loop, daemon=True, name="lapidar-ui-jobs")
         self._thread.start()
