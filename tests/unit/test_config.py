@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from lapidar.config import TrainConfig, load_config
 from lapidar.errors import UserError
@@ -48,8 +49,13 @@ def test_defaults_are_lora_on_attention_and_mlp():
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
+    from lapidar.training.sweep_space import load_sweep_config
+
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
-        load_config(path, {})
+        if "sweep" in (yaml.safe_load(path.read_text()) or {}):
+            load_sweep_config(path)  # a search space: `lapidar sweep` reads it
+        else:
+            load_config(path, {})
 
 
 def test_quickstart_matches_its_documented_config():
@@ -61,3 +67,13 @@ def test_quickstart_matches_its_documented_config():
     for key, value in QUICKSTART.items():
         if key != "name":
             assert getattr(cfg, key) == value, key
+
+
+def test_train_config_with_a_sweep_section_points_to_lapidar_sweep(tmp_path):
+    from lapidar.config import load_config
+    from lapidar.errors import UserError
+
+    path = tmp_path / "s.yaml"
+    path.write_text("data: example:claims\nsweep:\n  trials: 2\n")
+    with pytest.raises(UserError, match=r"read by `lapidar sweep .*s\.yaml`"):
+        load_config(path, {})

@@ -274,6 +274,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConf
         if not isinstance(loaded, dict):
             raise UserError(f"{p}: expected a mapping of config keys (key: value), got {type(loaded).__name__}")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+        if "sweep" in values:
+            raise UserError(
+                f"{p}: the `sweep:` section is a search space, read by `lapidar sweep {p}`; to train one setting, "
+                "remove the section (or train the best.yaml that `lapidar sweep` writes)"
+            )
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
         where = f"{where} + command line" if path else where
