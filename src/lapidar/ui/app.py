@@ -1,0 +1,476 @@
+"""The HTTP side of `lapidar ui`: a FastAPI app serving the static page and the JSON API it calls (see API.md).
+
+Every state lives in the workspace on disk (uploads, configs, run directories, job records), so a refreshed page
+or a restarted server shows the same thing. Errors a user can fix are `UserError`s and come back as
+400 {"error": "one line"}, the same line the CLI would print."""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
+
+from lapidar.config.schema import GROUPS, TrainConfig, _format_validation_error
+from lapidar.errors import UserError
+from lapidar.io import write_text
+from lapidar.ui.jobs import JobQueue
+from lapidar.ui.workspace import MAX_UPLOAD_BYTES, Workspace
+
+__all__ = ["BASIC_FIELDS", "EXAMPLES", "create_app", "schema"]
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "lapidar_token"
+# The few knobs a newcomer needs; the rest of TrainConfig is shown as "advanced".
+BASIC_FIELDS = (
+    "model",
+    "data",
+    "val_data",
+    "method",
+    "lr",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "lora_r",
+    "max_length",
+)
+EXAMPLES = [
+    {"name": "example:claims", "description": "Insurance claim notes and the answers an adjuster wrote (bundled)."},
+    {"name": "example:claims-routing", "description": "Claim note -> the team that handles it (bundled)."},
+]
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _field_type(annotation: Any) -> tuple[str, list[Any] | None]:
+    """The form control a TrainConfig annotation needs: str|int|float|bool|list|choice (+ the choices)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "choice", list(typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _field_type(args[0])
+    if origin is list or annotation is list:
+        return "list", None
+    for kind in (bool, int, float):  # bool first: it is a subclass of int
+        if annotation is kind:
+            return kind.__name__, None
+    return "str", None
+
+
+def schema() -> dict[str, Any]:
+    """GET /api/schema: TrainConfig's fields, grouped as `lapidar train --help` groups them."""
+    groups: dict[str, list[dict[str, Any]]] = {key: [] for key in GROUPS}
+    for name, info in TrainConfig.model_fields.items():
+        kind, choices = _field_type(info.annotation)
+        if info.default is not PydanticUndefined:
+            default = info.default
+        elif info.default_factory is not None:
+            default = info.default_factory()  # type: ignore[call-arg]
+        else:
+            default = None
+        field: dict[str, Any] = {
+            "name": name,
+            "type": kind,
+            "default": default,
+            "help": info.description or "",
+            "basic": name in BASIC_FIELDS,
+            "nullable": type(None) in typing.get_args(info.annotation),
+        }
+        if choices is not None:
+            field["choices"] = choices
+        for meta in info.metadata:  # annotated_types.Ge/Gt/Le/Lt
+            for attr, key in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+                value = getattr(meta, attr, None)
+                if value is not None:
+                    field[key] = value
+                    field[f"{key}_exclusive"] = attr in ("gt", "lt")
+        extra = info.json_schema_extra
+        group = str(extra["group"]) if isinstance(extra, dict) else "output"
+        groups.setdefault(group, []).append(field)
+    return {
+        "groups": [
+            {"key": key, "title": GROUPS.get(key, key), "fields": fields} for key, fields in groups.items() if fields
+        ]
+    }
+
+
+def _validate(config: Any, where: str = "config") -> TrainConfig:
+    """A TrainConfig from the page's dict; UserError naming each bad field."""
+    if not isinstance(config, dict):
+        raise UserError(f"{where}: expected an object of config keys, got {type(config).__name__}")
+    try:
+        return TrainConfig(**{str(k).replace("-", "_"): v for k, v in config.items()})
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, where)) from None
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields that differ from the defaults (what a readable YAML holds), in declaration order."""
+    return cfg.model_dump(exclude_defaults=True)
+
+
+# ---------------------------------------------------------------- info, data
+
+
+def _info(ws: Workspace) -> dict[str, Any]:
+    from lapidar import __version__
+    from lapidar.methods import METHODS
+    from lapidar.models.presets import PRESETS
+
+    return {
+        "version": __version__,
+        "workspace": str(ws.root),
+        "machine": _machine(),
+        "presets": [
+            {"name": p.name, "description": p.description, "params": p.n_params, "kind": p.kind}
+            for p in PRESETS.values()
+        ],
+        "methods": [{"name": name, "when": m.when} for name, m in METHODS.items()],
+        "examples": EXAMPLES,
+        "tasks": [],
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return {
+            "device": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "bf16": torch.cuda.is_bf16_supported(),
+        }
+    import os
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    return {"device": "cpu", "memory_gib": round(memory, 1) if memory else None, "bf16": False}
+
+
+def _data_spec(ws: Workspace, path: str) -> str:
+    """`example:NAME` as it is, anything else resolved inside the workspace."""
+    if path.startswith("example:"):
+        return path
+    p = ws.safe_path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such file in the workspace; upload it first (GET /api/data lists the files)")
+    return str(p)
+
+
+def _inspect(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """What `lapidar data check` reports, as JSON, plus the detected format and column mapping."""
+    from lapidar.commands.data import _load, _tokenizer
+    from lapidar.data.quality import check_dataset
+
+    path = str(body.get("path") or "")
+    spec = _data_spec(ws, path)
+    max_length = int(body.get("max_length") or 1024)
+    gc.disable()  # as `data check` does: millions of small acyclic objects, the collector only costs time
+    try:
+        ds, val = _load(spec, body.get("format"), body.get("columns"))
+        report = check_dataset(ds, _tokenizer(str(body.get("model") or "tiny-qwen2.5")), max_length, val)
+    finally:
+        gc.enable()
+    examples = [{"messages": ex.messages, "kind": ex.kind, "ref": ex.ref} for ex in ds.examples[:3]]
+    return {
+        "path": path,
+        "format": ds.fmt,
+        "reason": ds.reason,
+        "kind": ds.kind,
+        "columns": ds.columns,
+        "rows": len(ds.examples),
+        "examples": examples,
+        "report": report.to_dict(),
+        "usable": report.usable,
+    }
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or being written by the training process right now
+    return data if isinstance(data, dict) else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _run_status(queue: JobQueue, name: str, run_dir: Path) -> str:
+    job = queue.active_for(name)
+    if job is not None:
+        return str(job["status"])
+    summary = _read_json(run_dir / "summary.json")
+    if summary is not None:
+        return "stopped" if summary.get("interrupted") else "done"
+    last = [j for j in queue.all() if j.get("run") == name]
+    return str(last[-1]["status"]) if last else "unknown"
+
+
+def _run_row(ws: Workspace, queue: JobQueue, run_dir: Path) -> dict[str, Any]:
+    name = run_dir.name
+    summary = _read_json(run_dir / "summary.json") or {}
+    config = _read_yaml(run_dir / "config.yaml") or _read_yaml(ws.dir("configs") / f"{name}.yaml") or {}
+    return {
+        "name": name,
+        "status": _run_status(queue, name, run_dir),
+        "model": summary.get("model") or config.get("model"),
+        "method": summary.get("method") or config.get("method"),
+        "data": config.get("data"),
+        "objective": summary.get("objective") or config.get("objective"),
+        "best_val_loss": summary.get("best_val_loss"),
+        "steps": summary.get("steps"),
+        "total": summary.get("total_steps_planned"),
+        "elapsed": summary.get("wall_time_s"),
+        "created": run_dir.stat().st_mtime,
+    }
+
+
+def _metrics_from(path: Path, start: int) -> tuple[list[dict[str, Any]], int]:
+    """Complete metrics.jsonl lines from line `start` (a half-written last line waits for the next poll)."""
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows, start
+    n = start
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i < start:
+                continue
+            if not line.endswith("\n"):
+                break
+            n = i + 1
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows, n
+
+
+def _log_from(path: Path, start: int) -> tuple[str, int]:
+    if not path.is_file():
+        return "", start
+    size = path.stat().st_size
+    start = min(max(start, 0), size)
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(2 * 2**20)  # at most 2 MiB a poll; the page asks again from next_log
+    return data.decode("utf-8", errors="replace"), start + len(data)
+
+
+def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, log_from: int) -> dict[str, Any]:
+    run_dir = ws.run_dir(name)
+    if not run_dir.is_dir():
+        raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+    metrics, next_metrics = _metrics_from(run_dir / "metrics.jsonl", max(metrics_from, 0))
+    log, next_log = _log_from(run_dir / "train.log", log_from)
+    summary = _read_json(run_dir / "summary.json")
+    steps = [m for m in metrics if "step" in m]
+    last = steps[-1] if steps else {}
+    return {
+        "name": name,
+        "status": _run_status(queue, name, run_dir),
+        "config": _read_yaml(run_dir / "config.yaml") or _read_yaml(ws.dir("configs") / f"{name}.yaml"),
+        "summary": summary,
+        "run": _read_json(run_dir / "lapidar_run.json"),
+        "metrics": metrics,
+        "next_metrics": next_metrics,
+        "log": log,
+        "next_log": next_log,
+        "progress": {
+            "step": (summary or {}).get("steps", last.get("step")),
+            "total": (summary or {}).get("total_steps_planned", last.get("total_steps")),
+            "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": last.get("eta_s"),
+        },
+        "checkpoints": sorted(p.name for p in run_dir.glob("checkpoint*") if p.is_dir()),
+        "job": queue.active_for(name),
+    }
+
+
+# ---------------------------------------------------------------- app
+
+
+def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None = None) -> Any:
+    """The web app over `workspace`; with `token`, every request needs it (Bearer header or cookie)."""
+    ws = Workspace(Path(workspace))
+    jobs = queue or JobQueue(ws)
+    app = FastAPI(title="lapidar ui", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.workspace = ws
+    app.state.jobs = jobs
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next: Any) -> Response:
+        if token is None:
+            return await call_next(request)
+        given = None
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        given = given or request.cookies.get(COOKIE) or None
+        query = request.query_params.get("token")
+        if request.url.path == "/" and query is not None and hmac.compare_digest(query, token):
+            response = await call_next(request)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+        if given is None or not hmac.compare_digest(given, token):
+            return JSONResponse(
+                {"error": "this lapidar ui needs its token: open the address `lapidar ui` printed (/?token=...)"},
+                status_code=401,
+            )
+        return await call_next(request)
+
+    @app.exception_handler(UserError)
+    async def user_error(_request: Request, exc: UserError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/app.js", include_in_schema=False)
+    def app_js() -> FileResponse:
+        return FileResponse(STATIC / "app.js", media_type="text/javascript")
+
+    @app.get("/app.css", include_in_schema=False)
+    def app_css() -> FileResponse:
+        return FileResponse(STATIC / "app.css", media_type="text/css")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return _info(ws)
+
+    @app.get("/api/schema")
+    def get_schema() -> dict[str, Any]:
+        return schema()
+
+    @app.get("/api/data")
+    def data_list() -> dict[str, Any]:
+        return {"files": ws.data_files(), "examples": EXAMPLES}
+
+    @app.post("/api/data/upload")
+    async def upload(file: UploadFile) -> JSONResponse:
+        target = ws.upload_target(file.filename or "")
+        chunks, size = [], 0
+        while chunk := await file.read(2**20):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                return JSONResponse(
+                    {
+                        "error": f"{file.filename}: larger than the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; "
+                        f"copy it into {ws.dir('data')} instead, or train from the command line (lapidar train)"
+                    },
+                    status_code=413,
+                )
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        tmp = target.with_name(f".{target.name}.part")
+        tmp.write_bytes(data)
+        tmp.replace(target)  # atomic: a half-uploaded file never appears under its name
+        return JSONResponse({"path": ws.relative(target), "size": size})
+
+    @app.post("/api/data/inspect")
+    def inspect(body: dict[str, Any]) -> dict[str, Any]:
+        return _inspect(ws, body)
+
+    @app.post("/api/config/yaml")
+    def config_yaml(body: dict[str, Any]) -> dict[str, Any]:
+        cfg = _validate(body.get("config"))
+        return {"yaml": yaml.safe_dump(_config_dict(cfg), sort_keys=False, allow_unicode=True)}
+
+    @app.post("/api/config/parse")
+    def config_parse(body: dict[str, Any]) -> dict[str, Any]:
+        text = body.get("yaml")
+        if not isinstance(text, str):
+            raise UserError('POST /api/config/parse: send {"yaml": "..."} with the YAML text')
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"config{line}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        if isinstance(loaded, dict) and "sweep" in loaded:
+            raise UserError("config: the `sweep:` section is a search space for `lapidar sweep`; remove it to train")
+        cfg = _validate(loaded)
+        return {"config": cfg.model_dump()}
+
+    @app.post("/api/jobs")
+    def submit(body: dict[str, Any]) -> dict[str, Any]:
+        kind = body.get("kind")
+        if kind == "train":
+            cfg = _validate(body.get("config"))
+            name = Workspace.check_name(str(body.get("name") or cfg.name or ""), "run name")
+            run_dir = ws.run_dir(name)
+            if run_dir.exists() or jobs.active_for(name):
+                raise UserError(f"run {name!r} exists already in {ws.dir('runs')}; choose another name")
+            if cfg.data and not cfg.data.startswith("example:"):
+                ws.safe_path(cfg.data)  # the data must be inside the workspace (job cwd = workspace root)
+            if cfg.val_data:
+                ws.safe_path(cfg.val_data)
+            values = _config_dict(cfg)
+            values.pop("output", None)  # the run directory is the UI's choice: runs/NAME
+            config_path = ws.dir("configs") / f"{name}.yaml"
+            write_text(config_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+            argv = [sys.executable, "-m", "lapidar", "train", f"configs/{name}.yaml", "--output", f"runs/{name}"]
+            job = jobs.submit("train", argv, name, run_dir / "train.log")
+        elif kind == "resume":
+            name = Workspace.check_name(str(body.get("run") or ""), "run name")
+            run_dir = ws.run_dir(name)
+            if not run_dir.is_dir():
+                raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+            argv = [sys.executable, "-m", "lapidar", "train", "--resume", f"runs/{name}"]
+            job = jobs.submit("resume", argv, name, run_dir / "train.log")
+        else:
+            raise UserError(f"job kind {kind!r} is not supported yet; use train or resume")
+        return {"job": job}
+
+    @app.get("/api/jobs")
+    def list_jobs() -> dict[str, Any]:
+        jobs.tick()
+        return {"jobs": jobs.all()}
+
+    @app.post("/api/jobs/{job_id}/stop")
+    def stop(job_id: str) -> dict[str, Any]:
+        return {"job": jobs.stop(job_id)}
+
+    @app.get("/api/runs")
+    def runs() -> dict[str, Any]:
+        jobs.tick()
+        dirs = sorted((d for d in ws.dir("runs").iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        return {"runs": [_run_row(ws, jobs, d) for d in reversed(dirs)]}
+
+    @app.get("/api/runs/{name}")
+    def run(name: str, metrics_from: int = 0, log_from: int = 0) -> dict[str, Any]:
+        jobs.tick()
+        return _run_detail(ws, jobs, name, metrics_from, log_from)
+
+    @app.get("/api/files/{path:path}")
+    def download(path: str) -> FileResponse:
+        p = ws.safe_path(path)
+        if not p.is_file():
+            raise UserError(f"{path}: no such file in the workspace")
+        return FileResponse(p, filename=p.name)
+
+    return app
