@@ -305,7 +305,7 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
             "tokens_per_s": last.get("tokens_per_s"),
             "eta_s": last.get("eta_s"),
         },
-        "checkpoints": sorted(p.name for p in run_dir.glob("checkpoint*") if p.is_dir()),
+        "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
         "job": queue.active_for(name),
     }
 

@@ -1,0 +1,141 @@
+"""`lapidar ui`'s HTTP API through FastAPI's TestClient (a real app over a real workspace on disk)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+
+from fastapi.testclient import TestClient
+
+from lapidar.config.schema import TrainConfig
+from lapidar.ui.app import create_app
+
+ROWS = [
+    {"instruction": "What colour is the sky on a clear day?", "output": "Blue."},
+    {"instruction": "How many legs has a spider?", "output": "Eight."},
+    {"instruction": "Name the capital of France.", "output": "Paris."},
+    {"instruction": "What is two plus three?", "output": "Five."},
+]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    return TestClient(create_app(tmp_path / "ws"))
+
+
+def test_schema_lists_every_trainconfig_field(client: TestClient) -> None:
+    groups = client.get("/api/schema").json()["groups"]
+    fields = {f["name"]: f for g in groups for f in g["fields"]}
+    assert set(fields) == set(TrainConfig.model_fields)
+    assert fields["scheduler"]["type"] == "choice"
+    assert fields["scheduler"]["choices"] == ["cosine", "linear", "constant"]
+    assert fields["lr"]["basic"] and fields["lr"]["type"] == "float" and fields["lr"]["min"] == 0
+    assert fields["max_steps"]["type"] == "int" and fields["max_steps"]["nullable"]
+    assert fields["target_modules"]["type"] == "list" and fields["target_modules"]["default"] == ["all-linear"]
+    assert not fields["seed"]["basic"]
+    assert client.get("/").status_code == 200
+    assert "javascript" in client.get("/app.js").headers["content-type"]
+    info = client.get("/api/info").json()
+    assert "lora" in {m["name"] for m in info["methods"]} and info["presets"]
+
+
+def test_token_is_required_when_set(tmp_path: Path) -> None:
+    c = TestClient(create_app(tmp_path / "ws", token="s3cret"))
+    r = c.get("/api/info")
+    assert r.status_code == 401 and "token" in r.json()["error"]
+    assert c.get("/api/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/?token=s3cret").status_code == 200  # sets the cookie the page then sends
+    assert c.get("/api/schema").status_code == 200
+
+
+def test_paths_outside_the_workspace_are_refused(client: TestClient) -> None:
+    r = client.post("/api/data/inspect", json={"path": "../x.jsonl"})
+    assert r.status_code == 400 and "'..' is refused" in r.json()["error"]
+    r = client.get("/api/runs/..%2Fetc")
+    assert r.status_code in (400, 404)
+    r = client.post("/api/data/upload", files={"file": ("../../evil.jsonl", b"{}\n")})
+    assert r.status_code == 200 and r.json()["path"] == "data/evil.jsonl"  # only the base name is kept
+
+
+def test_upload_then_inspect_detects_the_format(client: TestClient) -> None:
+    body = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    r = client.post("/api/data/upload", files={"file": ("qa.jsonl", body)})
+    assert r.status_code == 200, r.text
+    path = r.json()["path"]
+    assert [f["path"] for f in client.get("/api/data").json()["files"]] == [path]
+    r = client.post("/api/data/inspect", json={"path": path})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["format"] == "alpaca" and out["rows"] == len(ROWS)
+    assert out["examples"][0]["messages"][-1]["content"] == "Blue."
+    assert all({"severity", "title", "fix"} <= set(f) for f in out["report"]["findings"])
+    r = client.post("/api/data/inspect", json={"path": "data/missing.jsonl"})
+    assert r.status_code == 400 and "no such file" in r.json()["error"]
+
+
+def test_config_yaml_round_trip_and_bad_values(client: TestClient) -> None:
+    config = {"data": "example:claims", "lr": 0.001, "max_steps": 5, "scheduler": "linear"}
+    r = client.post("/api/config/yaml", json={"config": config})
+    assert r.status_code == 200, r.text
+    back = client.post("/api/config/parse", json={"yaml": r.json()["yaml"]}).json()["config"]
+    assert {k: back[k] for k in config} == config
+    r = client.post("/api/config/yaml", json={"config": {"lr": -1}})
+    assert r.status_code == 400 and "lr" in r.json()["error"]
+    r = client.post("/api/config/parse", json={"yaml": "scheduler: sawtooth\n"})
+    assert r.status_code == 400 and "scheduler" in r.json()["error"]
+    r = client.post("/api/config/parse", json={"yaml": "lr: [1\n"})
+    assert r.status_code == 400 and "not valid YAML" in r.json()["error"]
+
+
+def test_ui_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:
+    code = (
+        "import sys, typer\n"
+        "from lapidar.commands.ui import ui\n"
+        "from lapidar.errors import UserError\n"
+        "app = typer.Typer()\n"
+        "app.command()(ui)\n"
+        "try:\n"
+        "    app(['--host', '0.0.0.0', '--no-browser', '--workspace', sys.argv[1]])\n"
+        "except UserError as e:\n"
+        "    sys.stderr.write(f'error: {e}\\n'); sys.exit(2)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "LAPIDAR_UI_TOKEN"}
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LAPIDAR_UI_TOKEN" in lines[0] and "--token" in lines[0]
+    assert not (tmp_path / "ws").exists()  # refused before anything was created
+
+
+def test_a_train_job_runs_and_its_metrics_show(tmp_path: Path) -> None:
+    app = create_app(tmp_path / "ws")
+    c = TestClient(app)
+    config = {"data": "example:claims", "max_steps": 2, "batch_size": 2, "max_length": 128, "eval_steps": 1}
+    r = c.post("/api/jobs", json={"kind": "train", "config": config, "name": "first"})
+    assert r.status_code == 200, r.text
+    job = r.json()["job"]
+    assert job["argv"][-4:] == ["train", "configs/first.yaml", "--output", "runs/first"]
+    r = c.post("/api/jobs", json={"kind": "train", "config": config, "name": "first"})
+    assert r.status_code == 400 and "exists already" in r.json()["error"]
+    done = app.state.jobs.wait(job["id"], timeout=240)
+    log = (tmp_path / "ws" / "runs" / "first" / "train.log").read_text(errors="replace")
+    assert done["status"] == "done", log[-3000:]
+    detail = c.get("/api/runs/first").json()
+    assert detail["status"] == "done" and detail["summary"]["steps"] == 2
+    assert any("train_loss" in m for m in detail["metrics"]) and any("val_loss" in m for m in detail["metrics"])
+    assert detail["log"] and detail["config"]["max_steps"] == 2
+    again = c.get(f"/api/runs/first?metrics_from={detail['next_metrics']}&log_from={detail['next_log']}").json()
+    assert again["metrics"] == [] and again["log"] == ""
+    runs = c.get("/api/runs").json()["runs"]
+    assert [r["name"] for r in runs] == ["first"] and runs[0]["steps"] == 2
+    assert [j["status"] for j in c.get("/api/jobs").json()["jobs"]] == ["done"]
