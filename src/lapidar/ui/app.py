@@ -70,7 +70,7 @@ def _field_type(annotation: Any) -> tuple[str, list[Any] | None]:
 
 
 def schema() -> dict[str, Any]:
-    """GET /api/schema: TrainConfig's fields, grouped as `lapidar train --help` groups them."""
+    """GET /api/schema: TrainConfig's fields, in the groups of docs/config.md."""
     groups: dict[str, list[dict[str, Any]]] = {key: [] for key in GROUPS}
     for name, info in TrainConfig.model_fields.items():
         kind, choices = _field_type(info.annotation)
