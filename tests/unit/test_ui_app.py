@@ -139,3 +139,30 @@ def test_a_train_job_runs_and_its_metrics_show(tmp_path: Path) -> None:
     runs = c.get("/api/runs").json()["runs"]
     assert [r["name"] for r in runs] == ["first"] and runs[0]["steps"] == 2
     assert [j["status"] for j in c.get("/api/jobs").json()["jobs"]] == ["done"]
+
+
+def test_clean_and_split_write_new_files_in_data(client: TestClient) -> None:
+    rows = [*ROWS, ROWS[0], {"instruction": "Write to me", "output": "Mail me at jane.doe@example.com please."}]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path = client.post("/api/data/upload", files={"file": ("raw.jsonl", body)}).json()["path"]
+    fixes = client.post("/api/data/inspect", json={"path": path}).json()["fixes"]
+    assert "mask_pii" in {f["key"] for f in fixes}
+    r = client.post("/api/data/clean", json={"path": path, "fixes": ["mask_pii"]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["path"] == "data/raw-clean.jsonl" and any("kept 5 of 6 rows" in c for c in out["changes"])
+    cleaned = client.post("/api/data/inspect", json={"path": out["path"]}).json()
+    assert cleaned["rows"] == 5
+    assert (
+        "[EMAIL]" in cleaned["examples"][-1]["segments"][-2]["text"]
+        or any("[EMAIL]" in s["text"] for ex in cleaned["examples"] for s in ex["segments"])
+        or "[EMAIL]" in (Path(client.app.state.workspace.root) / out["path"]).read_text()
+    )
+    r = client.post("/api/data/clean", json={"path": path, "fixes": ["everything"]})
+    assert r.status_code == 400 and "unknown fix" in r.json()["error"]
+    r = client.post("/api/data/split", json={"path": out["path"], "fraction": 0.4})
+    assert r.status_code == 200, r.text
+    split = r.json()
+    assert split["train_rows"] + split["validation_rows"] == 5 and split["validation_rows"] >= 1
+    files = {f["path"] for f in client.get("/api/data").json()["files"]}
+    assert {split["train"], split["validation"], path, out["path"]} <= files

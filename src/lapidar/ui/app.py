@@ -44,6 +44,13 @@ BASIC_FIELDS = (
     "lora_r",
     "max_length",
 )
+# The optional `data clean` fixes the page offers (the safe ones - unicode, whitespace, empty and duplicate rows -
+# always apply, as on the command line).
+CLEAN_FIXES = {
+    "near_duplicates": "Also drop near-duplicates (the first of each group is kept)",
+    "mask_pii": "Replace emails, phones, cards, IBANs and ids by [EMAIL], [PHONE], ...",
+    "strip_control_tokens": "Remove chat control tokens such as <|im_start|> from the text",
+}
 EXAMPLES = [
     {"name": "example:claims", "description": "Insurance claim notes and the answers an adjuster wrote (bundled)."},
     {"name": "example:claims-routing", "description": "Claim note -> the team that handles it (bundled)."},
@@ -186,7 +193,9 @@ def _inspect(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         report = check_dataset(ds, _tokenizer(str(body.get("model") or "tiny-qwen2.5")), max_length, val)
     finally:
         gc.enable()
-    examples = [{"messages": ex.messages, "kind": ex.kind, "ref": ex.ref} for ex in ds.examples[:3]]
+    examples = [
+        {"messages": ex.messages, "kind": ex.kind, "ref": ex.ref, "segments": _segments(ex)} for ex in ds.examples[:3]
+    ]
     return {
         "path": path,
         "format": ds.fmt,
@@ -197,6 +206,89 @@ def _inspect(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         "examples": examples,
         "report": report.to_dict(),
         "usable": report.usable,
+        "fixes": [{"key": key, "label": label} for key, label in CLEAN_FIXES.items()],
+    }
+
+
+def _segments(ex: Any) -> list[dict[str, Any]]:
+    """An example in ChatML (the Qwen2.5 instruct template), each piece marked with whether it carries loss."""
+    from lapidar.data.formats import trains
+
+    if ex.kind == "text":
+        return [{"text": ex.text or "", "learned": True}]
+    conv = ex.conversations()[0] if ex.conversations() else ex.messages
+    out = []
+    for m in conv:
+        # Preference and feedback rows train on their answer; plain rows follow each turn's weight.
+        learned = trains(m) if ex.kind == "sft" else m["role"] == "assistant"
+        out.append({"text": f"<|im_start|>{m['role']}\n", "learned": False})
+        out.append({"text": m["content"], "learned": learned})
+        out.append({"text": "<|im_end|>\n", "learned": learned})
+    return out
+
+
+def _out_name(spec: str) -> str:
+    """The stem new files made from `spec` are named after (data/<stem>-clean.jsonl, data/<stem>-split/)."""
+    return spec.removeprefix("example:") if spec.startswith("example:") else Path(spec).stem
+
+
+def _clean(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """`lapidar data clean` with the safe defaults plus the chosen fixes; the input is never changed."""
+    from lapidar.commands.data import _load
+    from lapidar.data.clean import CleanOptions
+    from lapidar.data.clean import clean as run_clean
+    from lapidar.data.readers import write_rows
+
+    path = str(body.get("path") or "")
+    spec = _data_spec(ws, path)
+    fixes = body.get("fixes") or []
+    unknown = [f for f in fixes if f not in CLEAN_FIXES]
+    if unknown:
+        raise UserError(f"unknown fix {unknown[0]!r}; choose from {', '.join(CLEAN_FIXES)}")
+    ds, _ = _load(spec, body.get("format"), body.get("columns"))
+    opts = CleanOptions(
+        near_duplicates="near_duplicates" in fixes,
+        mask_pii="mask_pii" in fixes,
+        strip_control_tokens="strip_control_tokens" in fixes,
+    )
+    result = run_clean(ds, opts)
+    suffix = Path(spec).suffix.lower() if Path(spec).suffix else ".jsonl"
+    out = ws.dir("data") / f"{_out_name(path)}-clean{suffix}"
+    log = ws.dir("data") / f"{_out_name(path)}-clean.log.jsonl"
+    write_rows(out, result.rows)
+    write_text(log, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in result.log))
+    changes = [f"{what}: {n} rows" for what, n in sorted(result.counts.items())]
+    changes.append(
+        f"kept {len(result.rows)} of {len(ds.rows)} rows ({result.dropped} dropped, {result.edited_rows} edited); "
+        f"every change is listed in {ws.relative(log)}"
+    )
+    return {"path": ws.relative(out), "log": ws.relative(log), "changes": changes}
+
+
+def _split(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """`lapidar data split`: duplicates and shared prompts stay on one side, stratified by label."""
+    from lapidar.commands.data import _load
+    from lapidar.data.readers import write_rows
+    from lapidar.data.split import split as run_split
+
+    path = str(body.get("path") or "")
+    spec = _data_spec(ws, path)
+    try:
+        fraction = float(body.get("fraction", 0.1))
+    except (TypeError, ValueError):
+        raise UserError(f"fraction: expected a number between 0 and 1, got {body.get('fraction')!r}") from None
+    ds, _ = _load(spec, body.get("format"), body.get("columns"))
+    result = run_split(ds, fraction, int(body.get("seed") or 0))
+    suffix = Path(spec).suffix.lower() if Path(spec).is_file() else ".jsonl"
+    out = ws.dir("data") / f"{_out_name(path)}-split"
+    train, val = out / f"train{suffix}", out / f"validation{suffix}"
+    write_rows(train, [ds.rows[i].value for i in result.train])
+    write_rows(val, [ds.rows[i].value for i in result.val])
+    return {
+        "train": ws.relative(train),
+        "validation": ws.relative(val),
+        "train_rows": len(result.train),
+        "validation_rows": len(result.val),
     }
 
 
@@ -394,6 +486,14 @@ def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None
     @app.post("/api/data/inspect")
     def inspect(body: dict[str, Any]) -> dict[str, Any]:
         return _inspect(ws, body)
+
+    @app.post("/api/data/clean")
+    def clean(body: dict[str, Any]) -> dict[str, Any]:
+        return _clean(ws, body)
+
+    @app.post("/api/data/split")
+    def split(body: dict[str, Any]) -> dict[str, Any]:
+        return _split(ws, body)
 
     @app.post("/api/config/yaml")
     def config_yaml(body: dict[str, Any]) -> dict[str, Any]:
