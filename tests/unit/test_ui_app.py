@@ -164,3 +164,16 @@ def test_clean_and_split_write_new_files_in_data(client: TestClient) -> None:
     assert split["train_rows"] + split["validation_rows"] == 5 and split["validation_rows"] >= 1
     files = {f["path"] for f in client.get("/api/data").json()["files"]}
     assert {split["train"], split["validation"], path, out["path"]} <= files
+
+
+def test_estimate_gives_a_verdict_and_fixes_the_form_can_apply(client: TestClient) -> None:
+    big = {"data": "example:claims", "model": "qwen2.5-7b-instruct", "method": "full", "batch_size": 64}
+    r = client.post("/api/estimate", json={"config": big})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["verdict"] == "does-not-fit" and out["peak_gib"] > out["capacity_gib"]
+    assert out["fixes"] and all(set(f["changes"]) <= set(TrainConfig.model_fields) for f in out["fixes"])
+    fixed = {**big, **out["fixes"][0]["changes"]}
+    assert client.post("/api/estimate", json={"config": fixed}).json()["verdict"] in ("fits", "tight")
+    r = client.post("/api/estimate", json={"config": {"data": "../secret.jsonl"}})
+    assert r.status_code == 400 and "'..' is refused" in r.json()["error"]

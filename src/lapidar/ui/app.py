@@ -292,6 +292,53 @@ def _split(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fix_changes(change: str) -> dict[str, Any] | None:
+    """`--batch-size 2 --grad-accum 4 (same effective batch)` -> {batch_size: 2, grad_accum: 4}; None when a flag
+    is not a TrainConfig field (e.g. --gpus, which only `lapidar estimate` has)."""
+    words = " + ".join(part.split(" (")[0] for part in change.split(" + ")).replace("+", " ").split()
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(words):
+        name = words[i].removeprefix("--").replace("-", "_")
+        if not words[i].startswith("--") or name not in TrainConfig.model_fields:
+            return None
+        has_value = i + 1 < len(words) and not words[i + 1].startswith("--")
+        value: Any = words[i + 1] if has_value else True
+        kind, _ = _field_type(TrainConfig.model_fields[name].annotation)
+        if has_value and kind in ("int", "float"):
+            value = int(value) if kind == "int" else float(value)
+        out[name] = value
+        i += 2 if has_value else 1
+    return out
+
+
+def _estimate(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """`lapidar estimate` for the form's config on this machine, fixes as field changes the form can apply."""
+    from lapidar.training.estimate import estimate as run_estimate
+
+    config = dict(body.get("config") or {})
+    for key in ("data", "val_data"):  # relative to the workspace, as the job will run it
+        if isinstance(config.get(key), str) and config[key]:
+            config[key] = _data_spec(ws, config[key])
+    report = run_estimate(_validate(config)).to_json()
+    fixes = []
+    for fix in report["fixes"]:
+        changes = _fix_changes(fix["change"])
+        if changes is not None:
+            fixes.append({"label": fix["change"], "changes": changes, "peak_gib": fix["peak_gib"]})
+    seconds = report.get("epoch_seconds")
+    return {
+        "verdict": report["verdict"].replace(" ", "-"),  # fits | tight | does-not-fit (a CSS class too)
+        "peak_gib": report["peak_gib"],
+        "capacity_gib": report["capacity_gib"],
+        "device": report["device"],
+        "seconds": seconds,
+        "fixes": fixes,
+        "notes": report["notes"],
+        "breakdown_gib": report["breakdown_gib"],
+    }
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -494,6 +541,10 @@ def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None
     @app.post("/api/data/split")
     def split(body: dict[str, Any]) -> dict[str, Any]:
         return _split(ws, body)
+
+    @app.post("/api/estimate")
+    def estimate(body: dict[str, Any]) -> dict[str, Any]:
+        return _estimate(ws, body)
 
     @app.post("/api/config/yaml")
     def config_yaml(body: dict[str, Any]) -> dict[str, Any]:
