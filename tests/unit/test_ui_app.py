@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
@@ -139,6 +141,15 @@ def test_a_train_job_runs_and_its_metrics_show(tmp_path: Path) -> None:
     runs = c.get("/api/runs").json()["runs"]
     assert [r["name"] for r in runs] == ["first"] and runs[0]["steps"] == 2
     assert [j["status"] for j in c.get("/api/jobs").json()["jobs"]] == ["done"]
+    # A second run (a copy with another learning rate) to compare with: curves of both, the differing field only.
+    runs_dir = tmp_path / "ws" / "runs"
+    shutil.copytree(runs_dir / "first", runs_dir / "second")
+    cfg = yaml.safe_load((runs_dir / "second" / "config.yaml").read_text())
+    (runs_dir / "second" / "config.yaml").write_text(yaml.safe_dump({**cfg, "lr": 0.5}))
+    cmp = c.get("/api/compare?runs=first,second").json()
+    assert set(cmp["curves"]) == {"first", "second"} and cmp["curves"]["first"]
+    assert [d["field"] for d in cmp["config_diff"]] == ["lr"]
+    assert c.get("/api/compare?runs=first").status_code == 400
 
 
 def test_clean_and_split_write_new_files_in_data(client: TestClient) -> None:

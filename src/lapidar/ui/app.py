@@ -446,7 +446,33 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         },
         "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
         "job": queue.active_for(name),
+        "eval": _read_json(run_dir / "eval" / "eval.json"),
+        "exports": [],
     }
+
+
+def _compare(ws: Workspace, names: list[str]) -> dict[str, Any]:
+    """Loss curves of several runs and the config fields in which they differ."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for name in names:
+        run_dir = ws.run_dir(name)
+        if not run_dir.is_dir():
+            raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+        rows, _ = _metrics_from(run_dir / "metrics.jsonl", 0)
+        curves[name] = [
+            {"step": m["step"], "train_loss": m.get("train_loss"), "val_loss": m.get("val_loss")}
+            for m in rows
+            if "step" in m and ("train_loss" in m or "val_loss" in m)
+        ]
+        configs[name] = _read_yaml(run_dir / "config.yaml") or {}
+    fields = list(dict.fromkeys(k for c in configs.values() for k in c))
+    diff = [
+        {"field": f, "values": {n: configs[n].get(f) for n in names}}
+        for f in fields
+        if len({json.dumps(configs[n].get(f), sort_keys=True, default=str) for n in names}) > 1
+    ]
+    return {"curves": curves, "config_diff": diff}
 
 
 # ---------------------------------------------------------------- app
@@ -593,8 +619,17 @@ def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None
                 raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
             argv = [sys.executable, "-m", "lapidar", "train", "--resume", f"runs/{name}"]
             job = jobs.submit("resume", argv, name, run_dir / "train.log")
+        elif kind == "eval":
+            name = Workspace.check_name(str(body.get("run") or ""), "run name")
+            run_dir = ws.run_dir(name)
+            if not run_dir.is_dir():
+                raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+            data = str(body.get("data") or "")
+            _data_spec(ws, data)  # inside the workspace and present
+            argv = [sys.executable, "-m", "lapidar", "eval", f"runs/{name}", "--data", data]
+            job = jobs.submit("eval", argv, name, run_dir / "eval.log")
         else:
-            raise UserError(f"job kind {kind!r} is not supported yet; use train or resume")
+            raise UserError(f"job kind {kind!r} is not supported yet; use train, resume or eval")
         return {"job": job}
 
     @app.get("/api/jobs")
@@ -616,6 +651,13 @@ def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None
     def run(name: str, metrics_from: int = 0, log_from: int = 0) -> dict[str, Any]:
         jobs.tick()
         return _run_detail(ws, jobs, name, metrics_from, log_from)
+
+    @app.get("/api/compare")
+    def compare(runs: str = "") -> dict[str, Any]:
+        names = [n for n in runs.split(",") if n]
+        if len(names) < 2:
+            raise UserError("compare: name two or more runs, e.g. /api/compare?runs=first,second")
+        return _compare(ws, names)
 
     @app.get("/api/files/{path:path}")
     def download(path: str) -> FileResponse:
