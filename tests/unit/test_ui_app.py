@@ -188,3 +188,10 @@ def test_estimate_gives_a_verdict_and_fixes_the_form_can_apply(client: TestClien
     assert client.post("/api/estimate", json={"config": fixed}).json()["verdict"] in ("fits", "tight")
     r = client.post("/api/estimate", json={"config": {"data": "../secret.jsonl"}})
     assert r.status_code == 400 and "'..' is refused" in r.json()["error"]
+
+
+def test_an_upload_above_the_limit_is_refused_with_413(tmp_path: Path) -> None:
+    c = TestClient(create_app(tmp_path / "ws", max_upload_bytes=1000))
+    r = c.post("/api/data/upload", files={"file": ("big.jsonl", b"x" * 5000)})
+    assert r.status_code == 413 and "upload limit" in r.json()["error"]
+    assert c.get("/api/data").json()["files"] == []  # nothing half-written left behind

@@ -478,7 +478,9 @@ def _compare(ws: Workspace, names: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- app
 
 
-def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None = None) -> Any:
+def create_app(
+    workspace: Path, token: str | None = None, queue: JobQueue | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES
+) -> Any:
     """The web app over `workspace`; with `token`, every request needs it (Bearer header or cookie)."""
     ws = Workspace(Path(workspace))
     jobs = queue or JobQueue(ws)
@@ -538,22 +540,27 @@ def create_app(workspace: Path, token: str | None = None, queue: JobQueue | None
     @app.post("/api/data/upload")
     async def upload(file: UploadFile) -> JSONResponse:
         target = ws.upload_target(file.filename or "")
-        chunks, size = [], 0
-        while chunk := await file.read(2**20):
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                return JSONResponse(
-                    {
-                        "error": f"{file.filename}: larger than the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; "
-                        f"copy it into {ws.dir('data')} instead, or train from the command line (lapidar train)"
-                    },
-                    status_code=413,
-                )
-            chunks.append(chunk)
-        data = b"".join(chunks)
+        # Streamed to a hidden temporary file, renamed at the end: a half-uploaded file never appears under its
+        # name, and a big upload is never held in memory.
         tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(data)
-        tmp.replace(target)  # atomic: a half-uploaded file never appears under its name
+        size = 0
+        try:
+            with tmp.open("wb") as out:
+                while chunk := await file.read(2**20):
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        return JSONResponse(
+                            {
+                                "error": f"{file.filename}: larger than the upload limit of "
+                                f"{max_upload_bytes / 2**20:g} MiB; copy it into {ws.dir('data')} instead, "
+                                "or train from the command line (lapidar train)"
+                            },
+                            status_code=413,
+                        )
+                    out.write(chunk)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
         return JSONResponse({"path": ws.relative(target), "size": size})
 
     @app.post("/api/data/inspect")
