@@ -10,6 +10,7 @@ import gc
 import hmac
 import json
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -605,7 +606,8 @@ def create_app(
         kind = body.get("kind")
         if kind == "train":
             cfg = _validate(body.get("config"))
-            name = Workspace.check_name(str(body.get("name") or cfg.name or ""), "run name")
+            default = time.strftime("run-%Y%m%d-%H%M%S")  # a name nobody gave: unique to the second
+            name = Workspace.check_name(str(body.get("name") or cfg.name or default), "run name")
             run_dir = ws.run_dir(name)
             if run_dir.exists() or jobs.active_for(name):
                 raise UserError(f"run {name!r} exists already in {ws.dir('runs')}; choose another name")
