@@ -195,3 +195,19 @@ def test_an_upload_above_the_limit_is_refused_with_413(tmp_path: Path) -> None:
     r = c.post("/api/data/upload", files={"file": ("big.jsonl", b"x" * 5000)})
     assert r.status_code == 413 and "upload limit" in r.json()["error"]
     assert c.get("/api/data").json()["files"] == []  # nothing half-written left behind
+
+
+def test_a_failing_job_is_failed_and_a_queued_one_can_be_cancelled(tmp_path: Path) -> None:
+    app = create_app(tmp_path / "ws")
+    c = TestClient(app)
+    config = {"data": "data/nope.jsonl", "max_steps": 1}
+    first = c.post("/api/jobs", json={"kind": "train", "config": config, "name": "broken"}).json()["job"]
+    second = c.post("/api/jobs", json={"kind": "train", "config": config, "name": "later"}).json()["job"]
+    assert first["status"] == "running" and second["status"] == "queued"  # one job at a time
+    stopped = c.post(f"/api/jobs/{second['id']}/stop").json()["job"]
+    assert stopped["status"] == "stopped" and stopped["started"] is None
+    done = app.state.jobs.wait(first["id"], timeout=120)
+    assert done["status"] == "failed" and done["returncode"] == 2
+    log = c.get("/api/runs/broken").json()["log"]
+    assert "error:" in log and "nope.jsonl" in log and "Traceback" not in log
+    assert c.post("/api/jobs/no-such-job/stop").status_code == 400
