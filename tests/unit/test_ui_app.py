@@ -211,3 +211,9 @@ def test_a_failing_job_is_failed_and_a_queued_one_can_be_cancelled(tmp_path: Pat
     log = c.get("/api/runs/broken").json()["log"]
     assert "error:" in log and "nope.jsonl" in log and "Traceback" not in log
     assert c.post("/api/jobs/no-such-job/stop").status_code == 400
+    r = c.post("/api/jobs", json={"kind": "export", "run": "broken", "format": "onnx"})
+    assert r.status_code == 400 and "merged, gguf, ollama" in r.json()["error"]
+    r = c.post("/api/jobs", json={"kind": "eval", "run": "absent", "data": "data/x.jsonl"})
+    assert r.status_code == 400 and "no run 'absent'" in r.json()["error"]
+    r = c.post("/api/jobs", json={"kind": "dance"})
+    assert r.status_code == 400 and "not supported" in r.json()["error"]

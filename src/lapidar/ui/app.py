@@ -52,6 +52,7 @@ CLEAN_FIXES = {
     "mask_pii": "Replace emails, phones, cards, IBANs and ids by [EMAIL], [PHONE], ...",
     "strip_control_tokens": "Remove chat control tokens such as <|im_start|> from the text",
 }
+EXPORT_FORMATS = ("merged", "gguf", "ollama")  # what `lapidar export --format` accepts
 EXAMPLES = [
     {"name": "example:claims", "description": "Insurance claim notes and the answers an adjuster wrote (bundled)."},
     {"name": "example:claims-routing", "description": "Claim note -> the team that handles it (bundled)."},
@@ -448,8 +449,25 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
         "job": queue.active_for(name),
         "eval": _read_json(run_dir / "eval" / "eval.json"),
-        "exports": [],
+        "exports": _exports(ws, run_dir),
     }
+
+
+def _exports(ws: Workspace, run_dir: Path) -> list[dict[str, Any]]:
+    """The folders `lapidar export` wrote (RUN/export/FORMAT[-QUANT]) and, for GGUF, the file to download."""
+    out = []
+    for d in sorted((run_dir / "export").glob("*")):
+        if d.is_dir():
+            gguf = sorted(d.glob("*.gguf"))
+            out.append(
+                {
+                    "path": ws.relative(d),
+                    "format": d.name.split("-")[0],
+                    "quant": d.name.split("-", 1)[1] if "-" in d.name else None,
+                    "download": ws.relative(gguf[0]) if gguf else None,
+                }
+            )
+    return out
 
 
 def _compare(ws: Workspace, names: list[str]) -> dict[str, Any]:
@@ -637,8 +655,20 @@ def create_app(
             _data_spec(ws, data)  # inside the workspace and present
             argv = [sys.executable, "-m", "lapidar", "eval", f"runs/{name}", "--data", data]
             job = jobs.submit("eval", argv, name, run_dir / "eval.log")
+        elif kind == "export":
+            name = Workspace.check_name(str(body.get("run") or ""), "run name")
+            run_dir = ws.run_dir(name)
+            if not run_dir.is_dir():
+                raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+            fmt = str(body.get("format") or "merged")
+            if fmt not in EXPORT_FORMATS:
+                raise UserError(f"export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+            argv = [sys.executable, "-m", "lapidar", "export", f"runs/{name}", "--format", fmt]
+            if fmt != "merged" and body.get("quant"):
+                argv += ["--quant", str(body["quant"])]
+            job = jobs.submit("export", argv, name, run_dir / "export.log")
         else:
-            raise UserError(f"job kind {kind!r} is not supported yet; use train, resume or eval")
+            raise UserError(f"job kind {kind!r} is not supported yet; use train, resume, eval or export")
         return {"job": job}
 
     @app.get("/api/jobs")
