@@ -211,6 +211,9 @@ from lapidar.commands import estimate as estimate_cmds  # noqa: E402
 
 app.command("estimate")(estimate_cmds.estimate)
 app.command("bench")(bench_cmds.bench)
+from lapidar.commands import ui as ui_cmds  # noqa: E402
+
+app.command("ui")(ui_cmds.ui)
 from lapidar.commands import sweep as sweep_cmds  # noqa: E402
 
 app.command("sweep")(sweep_cmds.sweep)

@@ -1,6 +1,6 @@
 """Read the user's documents (PDF, DOCX, Markdown, HTML, text) as plain text and cut them into chunks.
 
-The first stage of `lapidar data synth --mode documents`: each chunk becomes one request for question/answer pairs,
+The first stage of the planned synthetic-data command (issue 16, documents mode): each chunk becomes one request for question/answer pairs,
 and its file and chunk number are recorded on every row made from it, so a rerun can skip the chunks already done.
 """
 
