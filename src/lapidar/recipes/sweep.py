@@ -118,6 +118,24 @@ def _validation_file(base: TrainConfig, objective: str) -> Path | None:
     )
 
 
+def _storage(url: str, engine_kwargs: dict, attempts: int = 5) -> Any:
+    """Optuna's RDB storage. Two processes opening a new database at once race to create its schema (one of them
+    fails inserting the schema version); the loser retries and then finds the schema made."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_study(spec: SweepSpec, sweep_dir: Path, storage: str | None, study_name: str, max_steps: int) -> Any:
     """Create the study, or load it when it exists (a rerun, another process or machine on the same storage)."""
     import optuna
@@ -127,7 +145,7 @@ def open_study(spec: SweepSpec, sweep_dir: Path, storage: str | None, study_name
     # Several processes on one SQLite file: wait for the lock rather than fail with "database is locked".
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        backend = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        backend = _storage(url, kwargs)
         study = optuna.create_study(
             storage=backend,
             study_name=study_name,
