@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from lapidar.config.options import config_options
+from lapidar.training.estimate import MEMORY_FIELDS
 
 __all__ = ["ESTIMATE_FIELDS", "estimate"]
 
@@ -18,26 +19,7 @@ console = Console()
 
 
 # The TrainConfig fields the memory and time model reads (training/estimate.py); each is also an estimate flag.
-ESTIMATE_FIELDS = (
-    "model",
-    "init",
-    "data",
-    "max_length",
-    "method",
-    "target_modules",
-    "lora_r",
-    "lora_dropout",
-    "freeze_trainable_layers",
-    "freeze_extra_modules",
-    "galore_rank",
-    "optimizer",
-    "batch_size",
-    "grad_accum",
-    "precision",
-    "gradient_checkpointing",
-    "padding_free",
-    "seed",
-)
+ESTIMATE_FIELDS = (*MEMORY_FIELDS[:2], "data", *MEMORY_FIELDS[2:], "seed")
 
 
 @config_options(ESTIMATE_FIELDS)

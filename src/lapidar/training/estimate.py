@@ -36,6 +36,7 @@ from lapidar.training.memory import (
 
 __all__ = [
     "EFFICIENCY",
+    "MEMORY_FIELDS",
     "DataStats",
     "Fix",
     "Report",
@@ -58,6 +59,28 @@ MARGIN = 0.15
 # 2-core AVX-512 machine (LoRA on Qwen2.5-0.5B shape, fp32); GPU: typical of PyTorch eager training with SDPA
 # (no fused kernels), lower with a 4/8-bit base that is dequantised at every matmul.
 EFFICIENCY = {"cpu": 0.45, "cuda": 0.40, "cuda-quantised": 0.25}
+
+
+# The TrainConfig fields the memory model reads (the ones `lapidar estimate` takes as flags, minus the data): a
+# combination of these decides whether a trial fits; the others (lr, epochs, warmup...) do not change memory.
+MEMORY_FIELDS = (
+    "model",
+    "init",
+    "max_length",
+    "method",
+    "target_modules",
+    "lora_r",
+    "lora_dropout",
+    "freeze_trainable_layers",
+    "freeze_extra_modules",
+    "galore_rank",
+    "optimizer",
+    "batch_size",
+    "grad_accum",
+    "precision",
+    "gradient_checkpointing",
+    "padding_free",
+)
 
 
 @dataclass(frozen=True)

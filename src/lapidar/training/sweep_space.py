@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from lapidar.config import TrainConfig, load_config
 from lapidar.errors import UserError
 from lapidar.evaluation.metrics import METRICS
+from lapidar.training.estimate import MEMORY_FIELDS
 
 __all__ = [
     "MEMORY_FIELDS",
@@ -43,26 +44,6 @@ __all__ = [
     "trial_config",
 ]
 
-# The TrainConfig fields the memory model reads (the ones `lapidar estimate` takes as flags, minus the data): a
-# combination of these decides whether a trial fits; the others (lr, epochs, warmup...) do not change memory.
-MEMORY_FIELDS = (
-    "model",
-    "init",
-    "max_length",
-    "method",
-    "target_modules",
-    "lora_r",
-    "lora_dropout",
-    "freeze_trainable_layers",
-    "freeze_extra_modules",
-    "galore_rank",
-    "optimizer",
-    "batch_size",
-    "grad_accum",
-    "precision",
-    "gradient_checkpointing",
-    "padding_free",
-)
 # Fields a trial may not vary: where the trial's run goes and how the run is launched are the sweep's to decide.
 FIXED_FIELDS = ("output", "name", "nproc", "data", "val_data")
 
