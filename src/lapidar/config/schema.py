@@ -14,7 +14,7 @@ from pydantic_core import PydanticUndefined
 from lapidar.errors import UserError
 from lapidar.io import write_text
 
-__all__ = ["GROUPS", "TrainConfig", "field_group", "load_config", "save_yaml", "setting"]
+__all__ = ["GROUPS", "TrainConfig", "field_group", "load_config", "save_yaml", "setting", "validate_config"]
 
 Group = Literal["model", "data", "method", "objective", "optim", "schedule", "compute", "scale", "eval", "output"]
 
@@ -283,6 +283,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConf
     if given:
         where = f"{where} + command line" if path else where
     values.update(given)
+    return validate_config(values, where)
+
+
+def validate_config(values: dict[str, Any], where: str) -> TrainConfig:
+    """A TrainConfig from `values`; a UserError naming each bad field and `where` the values came from."""
     try:
         return TrainConfig(**values)
     except ValidationError as e:

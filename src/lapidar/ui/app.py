@@ -19,10 +19,9 @@ from typing import Any, Literal
 import yaml
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
-from lapidar.config.schema import GROUPS, TrainConfig, _format_validation_error
+from lapidar.config.schema import GROUPS, TrainConfig, validate_config
 from lapidar.errors import UserError
 from lapidar.io import write_text
 from lapidar.ui.jobs import JobQueue
@@ -119,10 +118,7 @@ def _validate(config: Any, where: str = "config") -> TrainConfig:
     """A TrainConfig from the page's dict; UserError naming each bad field."""
     if not isinstance(config, dict):
         raise UserError(f"{where}: expected an object of config keys, got {type(config).__name__}")
-    try:
-        return TrainConfig(**{str(k).replace("-", "_"): v for k, v in config.items()})
-    except ValidationError as e:
-        raise UserError(_format_validation_error(e, where)) from None
+    return validate_config({str(k).replace("-", "_"): v for k, v in config.items()}, where)
 
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
