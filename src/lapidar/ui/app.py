@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic_core import PydanticUndefined
 
-from lapidar.config.schema import GROUPS, TrainConfig, validate_config
+from lapidar.config.schema import GROUPS, TrainConfig, save_yaml, validate_config
 from lapidar.errors import UserError
 from lapidar.io import write_text
 from lapidar.ui.jobs import JobQueue
@@ -632,7 +632,7 @@ def create_app(
             values = _config_dict(cfg)
             values.pop("output", None)  # the run directory is the UI's choice: runs/NAME
             config_path = ws.dir("configs") / f"{name}.yaml"
-            write_text(config_path, yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+            save_yaml(values, config_path)
             argv = [sys.executable, "-m", "lapidar", "train", f"configs/{name}.yaml", "--output", f"runs/{name}"]
             job = jobs.submit("train", argv, name, run_dir / "train.log")
         elif kind == "resume":
