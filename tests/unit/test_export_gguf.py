@@ -163,3 +163,34 @@ def test_llama_cpp_tokenizes_like_transformers(tiny_model, tokenizer, tmp_path):
         )
     assert llm.detokenize(tokenizer("naïve 你好 🤖")["input_ids"]).decode() == "naïve 你好 🤖"
     llm.close()
+
+
+@pytest.mark.skipif(
+    not llama_cpp_available(), reason="llama-cpp-python is not installed (pip install 'lapidar[export]')"
+)
+def test_q4_k_m_file_evaluates_in_llama_cpp_on_this_cpu(tiny_model, tokenizer, tmp_path):
+    """llama.cpp's AMX repacking crashes on K-quant files (llama.cpp #20824); the checks' loader must not.
+
+    Run in a child process: a segfault there fails this test instead of killing pytest.
+    """
+    import subprocess
+    import sys
+
+    from lapidar.export.gguf import quantize_gguf
+
+    f32, q4 = tmp_path / "tiny-f32.gguf", tmp_path / "tiny-q4_k_m.gguf"
+    write_gguf(tiny_model, tokenizer, f32, "f32", name="t", eos_token="<|im_end|>")
+    quantize_gguf(f32, q4, "q4_k_m", threads=1)
+    script = (
+        "import sys\n"
+        "from lapidar.export.verify import _llama\n"
+        "from lapidar.training.hardware import cpu_has_amx\n"
+        "llm = _llama(sys.argv[1], 64)\n"
+        "llm.eval(list(range(1, 33)))\n"
+        "assert llm.model_params.use_extra_bufts is (not cpu_has_amx())\n"
+        "print('logits', len(llm.scores[31]))\n"
+        "llm.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(q4)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"llama.cpp died ({proc.returncode}): {proc.stderr[-2000:]}"
+    assert f"logits {tiny_model.config.vocab_size}" in proc.stdout

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lapidar.inference.generate import Loaded
+from lapidar.training.hardware import cpu_has_amx
 
 __all__ = ["Check", "Reference", "check_gguf", "check_merged", "reference"]
 
@@ -134,12 +135,36 @@ def check_merged(directory: Path, refs: list[Reference], max_new_tokens: int) ->
 
 
 def _llama(path: Path, n_ctx: int):
+    """Load a GGUF file in llama.cpp for the checks.
+
+    On a CPU with AMX, llama.cpp's AMX weight repacking crashes (SIGSEGV in ggml_backend_amx_mul_mat) on K-quant
+    files such as q4_k_m (llama.cpp issue #20824), so weights are loaded without extra buffer types there, as
+    `llama-server --no-repack` does: the same kernels' plain CPU path, same answers.
+    """
+    import llama_cpp.llama_cpp as capi
     from llama_cpp import Llama
 
     threads = max(1, min(4, os.cpu_count() or 1))
-    return Llama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads, logits_all=True, verbose=False, seed=0
-    )
+
+    def load():
+        return Llama(
+            model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads, logits_all=True, verbose=False, seed=0
+        )
+
+    if not cpu_has_amx():
+        return load()
+    defaults = capi.llama_model_default_params
+
+    def no_repack():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    capi.llama_model_default_params = no_repack  # llama-cpp-python's Llama() takes no use_extra_bufts argument
+    try:
+        return load()
+    finally:
+        capi.llama_model_default_params = defaults
 
 
 def _llama_greedy(llm, prompt_ids: list[int], max_new_tokens: int, stop: set[int]) -> list[int]:

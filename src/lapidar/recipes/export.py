@@ -26,6 +26,7 @@ from lapidar.export import ollama
 from lapidar.export.merged import ExportSource, merge_weights, open_source, save_merged
 from lapidar.export.verify import Check, Reference, check_gguf, check_merged, reference
 from lapidar.io import atomic_dir, write_json, write_text
+from lapidar.training.hardware import cpu_has_amx
 
 __all__ = ["FORMATS", "ExportOptions", "ExportResult", "main"]
 
@@ -130,6 +131,12 @@ def _verify_merged(output: Path, written: Written, src: ExportSource, refs, opts
 def _verify_gguf(output: Path, written: Written, src: ExportSource, refs, opts: ExportOptions) -> list[Check]:
     assert written.gguf is not None
     exact = gguf_export.get_quant(opts.quant).exact
+    if cpu_has_amx() and not exact:
+        Console(stderr=True).print(
+            "[yellow]note:[/yellow] this CPU has Intel AMX. llama.cpp's AMX weight repacking is known to crash on "
+            "quantised files (llama.cpp issue #20824), so lapidar checks this file with repacking off. If "
+            "llama-server crashes on it here, start it with --no-repack."
+        )
     return check_gguf(output / written.gguf.name, src.loaded.tokenizer, refs, opts.max_new_tokens, exact)
 
 

@@ -144,6 +144,11 @@ def cpu_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX (Sapphire Rapids and later), which llama.cpp uses for repacked weights."""
+    return "amx_int8" in _cpu_flags()
+
+
 def native_bf16() -> bool:
     """Whether the device a run here uses computes bf16 natively (a CUDA GPU with bf16, or a CPU with
     AVX512-BF16/AMX)."""
