@@ -40,14 +40,16 @@ class SamplingOptions:
     repetition_penalty: float = 1.0  # > 1 discourages repeating tokens (CTRL, arXiv:1909.05858)
 
 
-def load_for_inference(target: str, checkpoint: str | None = None) -> Loaded:
-    """Open a run directory (base + trained weights), a preset name, a hub id or a model directory."""
+def load_for_inference(target: str, checkpoint: str | None = None, base_only: bool = False) -> Loaded:
+    """Open a run directory (base + trained weights), a preset name, a hub id or a model directory.
+
+    `base_only` with a run directory: the model the run started from, untrained (to compare answers with)."""
     path = Path(target)
     run_file = path / RUN_FILE
     if run_file.is_file():
         meta = json.loads(run_file.read_text(encoding="utf-8"))
         weights = path / (checkpoint or meta["weights"])
-        if not weights.is_dir():
+        if not weights.is_dir() and not base_only:
             raise UserError(f"{weights} does not exist: the run in {path} has not saved weights yet")
         base = ModelSource(meta["model_name"], Path(meta["base_model"]), meta["kind"], meta["random_init"])
         if not base.path.is_dir():
@@ -56,17 +58,20 @@ def load_for_inference(target: str, checkpoint: str | None = None) -> Loaded:
                 "`lapidar models --materialise tiny-qwen2.5`) or retrain"
             )
         tokenizer = load_tokenizer(base)
-        add_new_tokens(tokenizer, meta.get("new_tokens", []))  # same order as in training: the same ids
-        if meta["weights"] == "adapter":
-            from peft import PeftModel
-
-            base_model = load_model(base)
-            resize_embeddings(base_model, len(tokenizer))  # the shape training gave it, when it had to grow
-            model = PeftModel.from_pretrained(base_model, str(weights))
+        if base_only:
+            model = load_model(base)
+            label, random_init = f"{base.label}, before run {path.name}", base.random_init
         else:
-            model = load_model(ModelSource(base.name, weights, base.kind, base.random_init))
-        label = f"run {path.name} ({meta['method']} on {base.label})"
-        random_init = base.random_init
+            add_new_tokens(tokenizer, meta.get("new_tokens", []))  # same order as in training: the same ids
+            if meta["weights"] == "adapter":
+                from peft import PeftModel
+
+                base_model = load_model(base)
+                resize_embeddings(base_model, len(tokenizer))  # the shape training gave it, when it had to grow
+                model = PeftModel.from_pretrained(base_model, str(weights))
+            else:
+                model = load_model(ModelSource(base.name, weights, base.kind, base.random_init))
+            label, random_init = f"run {path.name} ({meta['method']} on {base.label})", base.random_init
     else:
         if path.exists() and not (path / "config.json").exists():
             raise UserError(f"{path} is neither a lapidar run directory ({RUN_FILE} missing) nor a model directory")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import hmac
 import json
+import re
 import sys
 import time
 import types
@@ -18,16 +19,18 @@ from typing import Any, Literal
 
 import yaml
 from fastapi import FastAPI, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic_core import PydanticUndefined
 
 from lapidar.config.schema import GROUPS, TrainConfig, save_yaml, validate_config
 from lapidar.errors import UserError
 from lapidar.io import write_text
+from lapidar.ui.chat import ChatModels, parse_chat_request
+from lapidar.ui.feedback import Feedback, FeedbackFiles
 from lapidar.ui.jobs import JobQueue
 from lapidar.ui.workspace import MAX_UPLOAD_BYTES, Workspace
 
-__all__ = ["BASIC_FIELDS", "EXAMPLES", "create_app", "schema"]
+__all__ = ["BASIC_FIELDS", "EXAMPLES", "TASKS", "create_app", "schema"]
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "lapidar_token"
@@ -55,6 +58,42 @@ EXPORT_FORMATS = ("merged", "gguf", "ollama")  # what `lapidar export --format` 
 EXAMPLES = [
     {"name": "example:claims", "description": "Insurance claim notes and the answers an adjuster wrote (bundled)."},
     {"name": "example:claims-routing", "description": "Claim note -> the team that handles it (bundled)."},
+]
+
+# The first-time path's "pick a task": each task is a training objective and, where one fits, a bundled example.
+TASKS = [
+    {
+        "name": "assistant",
+        "title": "Answer questions the way my team does",
+        "description": "Questions (or requests) and the answers you want: an assistant for your field. Needs a file "
+        "with a question column and an answer column, or chat conversations.",
+        "config": {"objective": "sft"},
+        "example": "example:claims",
+    },
+    {
+        "name": "classify",
+        "title": "Sort texts into categories",
+        "description": "A text and the label it should get (a team, a priority, a category): the model learns to "
+        "answer with the label.",
+        "config": {"objective": "sft"},
+        "example": "example:claims-routing",
+    },
+    {
+        "name": "documents",
+        "title": "Learn the language of my documents",
+        "description": "Plain text (manuals, reports, policies) the model reads to pick up your vocabulary and "
+        "style; it does not learn to answer questions from this alone.",
+        "config": {"objective": "pretrain"},
+        "example": None,
+    },
+    {
+        "name": "preferences",
+        "title": "Prefer good answers over bad ones",
+        "description": "For each question a better and a worse answer (or answers marked 👍/👎): the model learns "
+        "which kind to give. Best after an assistant run.",
+        "config": {"objective": "dpo"},
+        "example": None,
+    },
 ]
 
 
@@ -144,7 +183,7 @@ def _info(ws: Workspace) -> dict[str, Any]:
         ],
         "methods": [{"name": name, "when": m.when} for name, m in METHODS.items()],
         "examples": EXAMPLES,
-        "tasks": [],
+        "tasks": TASKS,
     }
 
 
@@ -446,7 +485,54 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         "job": queue.active_for(name),
         "eval": _read_json(run_dir / "eval" / "eval.json"),
         "exports": _exports(ws, run_dir),
+        "diagnosis": _diagnosis(run_dir) if summary is not None else None,
     }
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?:\s+(-?[0-9][0-9.e+-]*|true|false))?")
+
+
+def _next_step(text: str) -> dict[str, Any]:
+    """The config changes a diagnosis suggestion names (`--lr 2e-5`, `--warmup-ratio 0.03`), for a button that
+    starts the run again with them; flags that are not TrainConfig fields are left out."""
+    changes: dict[str, Any] = {}
+    for flag, raw in _FLAG.findall(text):
+        name = flag.replace("-", "_")
+        if name in changes or name not in TrainConfig.model_fields:
+            continue
+        kind, _ = _field_type(TrainConfig.model_fields[name].annotation)
+        try:
+            if kind == "bool":
+                changes[name] = raw != "false"
+            elif kind == "int" and raw:
+                changes[name] = int(float(raw))
+            elif kind == "float" and raw:
+                changes[name] = float(raw)
+        except ValueError:
+            continue
+    return changes
+
+
+def _diagnosis(run_dir: Path) -> list[dict[str, Any]]:
+    """`lapidar diagnose` of a finished run: findings in plain words, each with the changes its suggestion names."""
+    from lapidar.evaluation.diagnosis import diagnose
+
+    try:
+        findings = diagnose(run_dir)
+    except (UserError, OSError, ValueError):
+        return []
+    return [
+        {
+            "severity": f.severity,
+            "title": f.title,
+            "evidence": f.evidence,
+            "suggestion": f.suggestion,
+            "code": f.code,
+            "step": f.step,
+            "next_step": _next_step(f.suggestion),
+        }
+        for f in findings
+    ]
 
 
 def _exports(ws: Workspace, run_dir: Path) -> list[dict[str, Any]]:
@@ -490,6 +576,50 @@ def _compare(ws: Workspace, names: list[str]) -> dict[str, Any]:
     return {"curves": curves, "config_diff": diff}
 
 
+def _feedback_job(ws: Workspace, jobs: JobQueue, body: dict[str, Any]) -> dict[str, Any]:
+    """Queue a KTO (👍/👎) or DPO (corrected answers) run on a run's feedback, starting from that run's weights.
+
+    An adapter run is first exported as a merged model (RUN/export/merged, queued before the training job); a full
+    or freeze run's weights are a model directory already. The new run keeps the rated run's settings except model,
+    data and objective, and holds no validation split (a few dozen votes are all training data)."""
+    run = Workspace.check_name(str(body.get("run") or ""), "run name")
+    run_dir = ws.run_dir(run)
+    meta = _read_json(run_dir / "lapidar_run.json")
+    if meta is None:
+        raise UserError(f"no run {run!r} with weights in {ws.dir('runs')}; GET /api/runs lists them")
+    objective = str(body.get("objective") or "kto")
+    files = FeedbackFiles(ws, run)
+    data = {"kto": files.kto, "dpo": files.pairs}.get(objective)
+    if data is None:
+        raise UserError(f"objective {objective!r}: feedback trains with kto (👍/👎) or dpo (corrected answers)")
+    if not data.is_file():
+        what = "no 👍/👎 yet" if objective == "kto" else "no corrected answers yet (👎 with a better answer)"
+        raise UserError(f"run {run!r} has {what}: chat with it and rate some answers first")
+    if meta.get("weights") == "adapter":
+        merged = run_dir / "export" / "merged"
+        if not (merged / "config.json").is_file() and not any(
+            j["kind"] == "export" and j["status"] in ("queued", "running") and j["run"] == run for j in jobs.all()
+        ):
+            argv = [sys.executable, "-m", "lapidar", "export", f"runs/{run}", "--format", "merged"]
+            jobs.submit("export", argv, run, run_dir / "export.log")
+        model = f"runs/{run}/export/merged"
+    else:
+        model = f"runs/{run}/{meta.get('weights') or 'model'}"
+    base = _read_yaml(run_dir / "config.yaml") or {}
+    keep = {k: v for k, v in base.items() if k in TrainConfig.model_fields and k not in ("output", "name", "val_data")}
+    config = keep | {"model": model, "data": ws.relative(data), "objective": objective, "val_fraction": 0.0}
+    config.pop("max_steps", None)
+    cfg = _validate(config)
+    name = Workspace.check_name(str(body.get("name") or f"{run}-{objective}-{time.strftime('%H%M%S')}"), "run name")
+    if ws.run_dir(name).exists() or jobs.active_for(name):
+        raise UserError(f"run {name!r} exists already in {ws.dir('runs')}; choose another name")
+    values = _config_dict(cfg)
+    values["model"] = model  # kept even where it equals a default
+    save_yaml(values, ws.dir("configs") / f"{name}.yaml")
+    argv = [sys.executable, "-m", "lapidar", "train", f"configs/{name}.yaml", "--output", f"runs/{name}"]
+    return jobs.submit("train", argv, name, ws.run_dir(name) / "train.log")
+
+
 # ---------------------------------------------------------------- app
 
 
@@ -502,6 +632,8 @@ def create_app(
     app = FastAPI(title="lapidar ui", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace = ws
     app.state.jobs = jobs
+    chat_models = ChatModels(ws)
+    feedback = Feedback(ws)
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Response:
@@ -663,8 +795,10 @@ def create_app(
             if fmt != "merged" and body.get("quant"):
                 argv += ["--quant", str(body["quant"])]
             job = jobs.submit("export", argv, name, run_dir / "export.log")
+        elif kind == "feedback":
+            job = _feedback_job(ws, jobs, body)
         else:
-            raise UserError(f"job kind {kind!r} is not supported yet; use train, resume, eval or export")
+            raise UserError(f"job kind {kind!r} is not supported; use train, resume, eval, export or feedback")
         return {"job": job}
 
     @app.get("/api/jobs")
@@ -693,6 +827,31 @@ def create_app(
         if len(names) < 2:
             raise UserError("compare: name two or more runs, e.g. /api/compare?runs=first,second")
         return _compare(ws, names)
+
+    @app.post("/api/chat")
+    async def chat(body: dict[str, Any]) -> StreamingResponse:
+        run, side, messages, max_tokens, temperature = parse_chat_request(body)
+        if not (ws.run_dir(run) / "lapidar_run.json").is_file():
+            raise UserError(f"no run {run!r} with a model yet in {ws.dir('runs')}; GET /api/runs lists them")
+
+        async def events() -> Any:
+            # Server-sent events: one JSON object per `data:` line; an error after the stream began is an event too.
+            try:
+                async for event in chat_models.stream(run, side, messages, max_tokens, temperature):
+                    yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            except UserError as e:
+                yield f"data: {json.dumps({'error': str(e)}, ensure_ascii=False)}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/feedback")
+    def vote(body: dict[str, Any]) -> dict[str, Any]:
+        return feedback.vote(body)
+
+    @app.get("/api/feedback")
+    def feedback_summary(run: str = "") -> dict[str, Any]:
+        name = Workspace.check_name(run, "run name")
+        return feedback.summary(name)
 
     @app.get("/api/files/{path:path}")
     def download(path: str) -> FileResponse:

@@ -142,6 +142,7 @@ function renderStart() {
     applyPreset(modelSel.value);
     if (t && typeof t === "object" && t.config) setValues(t.config);
     go("data");
+    if (t && t.example) act(() => inspect(t.example));
   };
   $("#start-step2").onclick = () => go("data");
   $("#start-step3").onclick = () => go("train");
@@ -455,16 +456,18 @@ function renderMonitor(r) {
   $("#mon-chart").replaceChildren(lineChart(curves(S.mon.metrics)));
   const diag = r.diagnosis || [];
   const box = $("#mon-diagnosis");
-  if (!diag.length && !r.next_step) { box.replaceChildren(); return; }
+  if (!diag.length) { box.replaceChildren(); return; }
+  const change = (c) => Object.entries(c).map(([k, v]) => `${k} ${v}`).join(", ");
   box.replaceChildren(el("h3", {}, "Diagnosis"), ...diag.map((d) => el("div", { class: `finding ${d.severity}`, "data-testid": "diagnosis-item" },
     el("div", {}, badge(d.severity), " ", el("strong", {}, d.title)),
     d.evidence ? el("div", { class: "help" }, d.evidence) : null,
-    d.suggestion ? el("div", {}, "→ ", d.suggestion) : null)),
-    r.next_step ? el("button", { class: "primary", "data-testid": "next-step", onclick: () => {
-      setValues({ ...(r.config || {}), ...(r.next_step.changes || {}) });
+    d.suggestion ? el("div", {}, "→ ", d.suggestion) : null,
+    d.next_step && Object.keys(d.next_step).length ? el("button", { class: "small", "data-testid": "next-step", onclick: () => {
+      setValues({ ...(r.config || {}), ...d.next_step });
       $("#run-name").value = `${r.name}-next`;
+      formChanged();
       window.scrollTo({ top: 0, behavior: "smooth" });
-    } }, `Next: ${r.next_step.label}`) : null);
+    } }, `Set up a new run with ${change(d.next_step)}`) : null)));
 }
 
 // ---- runs and jobs
@@ -556,16 +559,16 @@ function renderEval(ev) {
 
 // ---- chat: the run and its base side by side, streamed over SSE (fetch + ReadableStream)
 const chats = { run: [], base: [] };
-async function stream(target, messages, onDelta) {
+async function stream(run, side, messages, onDelta) {
   const res = await fetch("/api/chat", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ target, messages, max_new_tokens: +$("#chat-max").value || 32 }) });
+    body: JSON.stringify({ run, side, messages, max_tokens: +$("#chat-max").value || 32 }) });
   if (!res.ok) {
     let msg = `${res.status} ${res.statusText}`;
     try { const d = await res.json(); msg = d.error || d.detail || msg; } catch { /* not JSON */ }
     throw new Error(msg);
   }
   const reader = res.body.getReader(), decoder = new TextDecoder();
-  let buffer = "", answer = "", final = null;
+  let buffer = "", answer = "";
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -577,16 +580,16 @@ async function stream(target, messages, onDelta) {
       if (!data) continue;
       const msg = JSON.parse(data);
       if (msg.error) throw new Error(msg.error);
+      if (msg.model) $(side === "run" ? "#chat-run-label" : "#chat-base-label").textContent = msg.model;
       if (msg.delta) { answer += msg.delta; onDelta(answer); }
-      if (msg.done) final = msg;
     }
   }
-  return final && typeof final.answer === "string" ? final.answer : answer;
+  return answer;
 }
 function chatMessage(role, text) {
   return el("div", { class: `msg ${role}`, "data-testid": `msg-${role}` }, el("div", { class: "text" }, text));
 }
-async function ask(side, target, prompt) {
+async function ask(side, run, prompt) {
   const log = side === "run" ? $("#chat-run-log") : $("#chat-base-log");
   const history = chats[side];
   history.push({ role: "user", content: prompt });
@@ -595,37 +598,43 @@ async function ask(side, target, prompt) {
   log.append(bubble);
   const messages = history.slice();
   try {
-    const answer = await stream(target, messages, (t) => { bubble.firstChild.textContent = t; log.scrollTop = log.scrollHeight; });
-    bubble.firstChild.textContent = answer;
+    const answer = await stream(run, side, messages, (t) => { bubble.firstChild.textContent = t; log.scrollTop = log.scrollHeight; });
+    bubble.firstChild.textContent = answer || "(empty answer)";
     history.push({ role: "assistant", content: answer });
-    bubble.append(rateBox(target, messages, answer));
+    if (answer.trim()) bubble.append(rateBox(run, side, messages, answer));
   } catch (e) {
     bubble.firstChild.textContent = `error: ${e.message}`;
     history.pop();
     showError(e.message);
   }
 }
-function rateBox(target, messages, answer) {
+let answerCount = 0;
+function rateBox(run, side, messages, answer) {
+  const id = `${Date.now().toString(36)}-${side}-${++answerCount}`;  // a second vote on this answer replaces the first
   const correction = el("input", { type: "text", placeholder: "better answer (optional)", "data-testid": "correction", size: 30 });
-  const send = (rating, btn) => act(async () => {
-    const body = { target, messages, answer, rating };
+  const send = (label, btn) => act(async () => {
+    const body = { run, id, side, messages, answer, label };
     if (correction.value.trim()) body.correction = correction.value.trim();
     const r = await api("POST", "/feedback", body);
     for (const b of box.querySelectorAll("button.rating")) b.classList.toggle("on", b === btn);
-    showCounts(r.counts);
+    btn.dataset.saved = "1";
+    showCounts(r);
   });
-  const up = el("button", { class: "small rating", "data-testid": "thumb-up", title: "good answer", onclick: () => send("up", up) }, "👍");
-  const down = el("button", { class: "small rating", "data-testid": "thumb-down", title: "bad answer", onclick: () => send("down", down) }, "👎");
+  const up = el("button", { class: "small rating", "data-testid": "thumb-up", title: "good answer", onclick: () => send(true, up) }, "👍");
+  const down = el("button", { class: "small rating", "data-testid": "thumb-down", title: "bad answer", onclick: () => send(false, down) }, "👎");
   const box = el("div", { class: "rate" }, up, down, correction);
   return box;
 }
 function showCounts(c) {
   if (!c) return;
-  $("#feedback-counts").textContent = `feedback saved: ${c.kto ?? 0} rated, ${c.preference ?? 0} corrected`;
+  $("#feedback-counts").textContent = `feedback saved for ${c.run}: ${c.up} 👍, ${c.down} 👎, ${c.corrections} corrected`;
+  $("#feedback-counts").dataset.up = c.up; $("#feedback-counts").dataset.down = c.down;
 }
 async function refreshFeedback() {
-  const r = await act(() => api("GET", "/feedback"));
-  if (r) showCounts(r.counts);
+  const run = $("#chat-run").value;
+  if (!run) return;
+  const r = await act(() => api("GET", `/feedback?run=${encodeURIComponent(run)}`));
+  if (r) showCounts(r);
 }
 async function sendChat() {
   const run = $("#chat-run").value, prompt = $("#chat-input").value.trim();
@@ -633,7 +642,7 @@ async function sendChat() {
   if (!prompt) return;
   $("#chat-input").value = "";
   $("#chat-send").disabled = true;
-  try { await Promise.all([ask("run", run, prompt), ask("base", `base:${run}`, prompt)]); }
+  try { await Promise.all([ask("run", run, prompt), ask("base", run, prompt)]); }
   finally { $("#chat-send").disabled = false; }
 }
 async function trainOnFeedback() {
@@ -696,7 +705,7 @@ function wire() {
   $("#chat-send").onclick = () => act(sendChat);
   $("#chat-input").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); act(sendChat); } });
   $("#chat-clear").onclick = () => { chats.run = []; chats.base = []; $("#chat-run-log").replaceChildren(); $("#chat-base-log").replaceChildren(); };
-  $("#chat-run").onchange = () => { $("#chat-run-label").textContent = $("#chat-run").value; $("#chat-clear").onclick(); };
+  $("#chat-run").onchange = () => { $("#chat-run-label").textContent = $("#chat-run").value; $("#chat-clear").onclick(); refreshFeedback(); };
   $("#chat-train-feedback").onclick = () => act(trainOnFeedback);
   $("#export-start").onclick = () => act(startExport);
   $("#export-run").onchange = () => followExport($("#export-run").value);
