@@ -27,6 +27,7 @@ __all__ = [
     "TerminalSink",
     "TrackerSink",
     "console_sink",
+    "eta_seconds",
     "eval_line",
     "format_duration",
 ]
@@ -99,6 +100,11 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def eta_seconds(event: Event) -> float:
+    """Seconds left for a step event, at the pace of the steps this process has run."""
+    return event.elapsed / max(event.step - event.record.get("_first_step", 0), 1) * (event.total - event.step)
+
+
 def eval_line(event: Event) -> str:
     """The evaluation line both console sinks print."""
     r = event.record
@@ -134,7 +140,7 @@ class PlainSink:
             self._print(event.message if event.kind == "start" else f"note: {event.message}")
         elif event.kind == "step":
             r = event.record
-            eta = event.elapsed / max(event.step - r.get("_first_step", 0), 1) * (event.total - event.step)
+            eta = eta_seconds(event)
             parts = [f"step {event.step}/{event.total}", f"loss {r['train_loss']:.4f}"]
             if "reward_margin" in r:
                 parts.append(f"margin {r['reward_margin']:+.3f}")
@@ -227,7 +233,11 @@ class MetricsSink:
         self.log = MetricsLog(run_dir, tensorboard=tensorboard, purge_step=purge_step)
 
     def handle(self, event: Event) -> None:
-        if event.kind in ("step", "eval") and event.record:
+        if event.kind == "step" and event.record:
+            # total_steps and eta_s, for whoever follows the file (the web app's progress bar)
+            where = {"total_steps": event.total, "eta_s": round(eta_seconds(event), 1)}
+            self.log.write({"step": event.step, **where, **_visible(event.record)})
+        elif event.kind == "eval" and event.record:
             self.log.write({"step": event.step, **_visible(event.record)})
 
     def close(self, ok: bool) -> None:

@@ -64,7 +64,7 @@ class MetricsLog:
         self._file.flush()
         if self._tb is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, int | float):
+                if key not in ("step", "total_steps", "eta_s") and isinstance(value, int | float):
                     self._tb.add_scalar(
                         key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, record["step"]
                     )

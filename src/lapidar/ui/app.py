@@ -459,12 +459,30 @@ def _log_from(path: Path, start: int) -> tuple[str, int]:
 def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, log_from: int) -> dict[str, Any]:
     run_dir = ws.run_dir(name)
     if not run_dir.is_dir():
-        raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+        job = queue.active_for(name)
+        if job is None:
+            raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
+        # Queued behind another job (or just starting): nothing on disk yet but its config.
+        return {
+            "name": name,
+            "status": job["status"],
+            "config": _read_yaml(ws.dir("configs") / f"{name}.yaml"),
+            "summary": None,
+            "run": None,
+            "metrics": [],
+            "next_metrics": metrics_from,
+            "log": "",
+            "next_log": log_from,
+            "progress": {"step": None, "total": None, "tokens_per_s": None, "eta_s": None},
+            "checkpoints": [],
+            "job": job,
+            "eval": None,
+            "exports": [],
+            "diagnosis": None,
+        }
     metrics, next_metrics = _metrics_from(run_dir / "metrics.jsonl", max(metrics_from, 0))
     log, next_log = _log_from(run_dir / "train.log", log_from)
     summary = _read_json(run_dir / "summary.json")
-    steps = [m for m in metrics if "step" in m]
-    last = steps[-1] if steps else {}
     return {
         "name": name,
         "status": _run_status(queue, name, run_dir),
@@ -475,12 +493,7 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         "next_metrics": next_metrics,
         "log": log,
         "next_log": next_log,
-        "progress": {
-            "step": (summary or {}).get("steps", last.get("step")),
-            "total": (summary or {}).get("total_steps_planned", last.get("total_steps")),
-            "tokens_per_s": last.get("tokens_per_s"),
-            "eta_s": last.get("eta_s"),
-        },
+        "progress": _progress(summary, _last_step(run_dir / "metrics.jsonl", metrics), queue.active_for(name)),
         "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
         "job": queue.active_for(name),
         "eval": _read_json(run_dir / "eval" / "eval.json"),
@@ -533,6 +546,25 @@ def _diagnosis(run_dir: Path) -> list[dict[str, Any]]:
         }
         for f in findings
     ]
+
+
+def _last_step(path: Path, new_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest step row: among this poll's rows, else the file's last one (a poll with nothing new)."""
+    steps = [m for m in new_rows if "total_steps" in m or "train_loss" in m]
+    if not steps:
+        rows, _ = _metrics_from(path, 0)
+        steps = [m for m in rows if "total_steps" in m or "train_loss" in m]
+    return steps[-1] if steps else {}
+
+
+def _progress(summary: dict[str, Any] | None, last: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
+    """Step, total, tokens/s and, while a job runs, the time left (as the training process estimated it)."""
+    return {
+        "step": (summary or {}).get("steps", last.get("step")),
+        "total": (summary or {}).get("total_steps_planned", last.get("total_steps")),
+        "tokens_per_s": last.get("tokens_per_s"),
+        "eta_s": last.get("eta_s") if summary is None and job is not None else None,
+    }
 
 
 def _exports(ws: Workspace, run_dir: Path) -> list[dict[str, Any]]:

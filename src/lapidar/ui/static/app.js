@@ -291,7 +291,7 @@ function readValue(f) {
   if (!input) return undefined;
   if (f.type === "bool") return input.checked;
   const raw = input.value.trim();
-  if (raw === "") return null;
+  if (raw === "") return f.type === "list" && Array.isArray(f.default) ? [] : null;
   if (f.type === "int") return Number.parseInt(raw, 10);
   if (f.type === "float") return Number(raw);
   if (f.type === "list") return raw.split(",").map((s) => s.trim()).filter(Boolean);
@@ -311,9 +311,16 @@ function config() {
 }
 function renderPresets() {
   const current = readValue(S.fields.model || { name: "model" });
-  $("#presets").replaceChildren(...(S.info.presets || []).map((p) => el("button", {
+  const button = (p) => el("button", {
     class: `preset ${p.name === current ? "selected" : ""}`, "data-testid": `preset-${p.name}`,
-    onclick: () => applyPreset(p.name) }, el("strong", {}, p.name), el("small", {}, p.description || ""))));
+    onclick: () => applyPreset(p.name) }, el("strong", {}, p.name), el("small", {}, p.description || ""));
+  // The general models first; the Coder and Math families (same sizes, specialised) folded away.
+  const all = S.info.presets || [], special = (p) => /-(coder|math)-/.test(p.name);
+  const more = all.filter(special);
+  const open = $("#presets details")?.open || more.some((p) => p.name === current);
+  $("#presets").replaceChildren(el("div", { class: "presets-grid" }, all.filter((p) => !special(p)).map(button)),
+    more.length ? el("details", { open }, el("summary", {}, `Coder and Math models (${more.length})`),
+      el("div", { class: "presets-grid" }, more.map(button))) : "");
 }
 function applyPreset(name) {
   const p = (S.info.presets || []).find((q) => q.name === name);
@@ -620,8 +627,8 @@ function rateBox(run, side, messages, answer) {
     btn.dataset.saved = "1";
     showCounts(r);
   });
-  const up = el("button", { class: "small rating", "data-testid": "thumb-up", title: "good answer", onclick: () => send(true, up) }, "👍");
-  const down = el("button", { class: "small rating", "data-testid": "thumb-down", title: "bad answer", onclick: () => send(false, down) }, "👎");
+  const up = el("button", { class: "small rating", "data-testid": "thumb-up", title: "good answer", onclick: () => send(true, up) }, "👍 good");
+  const down = el("button", { class: "small rating", "data-testid": "thumb-down", title: "bad answer", onclick: () => send(false, down) }, "👎 bad");
   const box = el("div", { class: "rate" }, up, down, correction);
   return box;
 }
@@ -722,7 +729,9 @@ async function main() {
   await Promise.all([refreshData(), refreshRuns(), refreshJobs()]);
   // a running job is shown again after a reload or a restart of `lapidar ui`: the server is the memory
   if (!location.hash.includes("/")) {
-    const live = S.jobs.filter((j) => j.status === "running").pop() || S.jobs.filter((j) => j.status === "queued")[0];
+    // else the last job's run, finished while nobody watched
+    const live = S.jobs.filter((j) => j.status === "running").pop() || S.jobs.filter((j) => j.status === "queued")[0]
+      || S.jobs[S.jobs.length - 1];
     if (live && live.run) selectRun(live.run);
   }
   route();
