@@ -265,11 +265,19 @@ def test_new_user_goes_from_a_spreadsheet_to_feedback_training(browser, ui: UI, 
     page.click("[data-testid=eval-start]")
     page.wait_for_selector("[data-testid=eval-metrics]", timeout=300_000)
     _shot(page, shots / "evaluate.png")
+    page.wait_for_selector("[data-testid=eval-rows]")  # the answers, before and after, side by side
     page.click("[data-testid=tab-export]")
     page.select_option("[data-testid=export-run]", "topics")
+    page.check("[data-testid=export-gguf]")
+    page.select_option("[data-testid=export-quant]", "q8_0")
     page.click("[data-testid=export-start]")
-    page.wait_for_selector("[data-testid=export-item]", timeout=300_000)
+    page.wait_for_selector("[data-testid=export-item][data-format=gguf] [data-status=passed]", timeout=300_000)
     _shot(page, shots / "export.png")
+    links = page.eval_on_selector_all("[data-testid=export-download]", "links => links.map(a => a.href)")
+    assert any(u.endswith(".gguf") for u in links) and any(u.endswith("?zip=1") for u in links), links
+    for url in links:
+        with httpx.stream("GET", url, timeout=120) as r:
+            assert r.status_code == 200 and next(r.iter_bytes())[:4] in (b"GGUF", b"PK\x03\x04"), url
 
     outside = [u for u in requests if not u.startswith((ui.base + "/", "data:", "blob:"))]
     assert not outside, outside

@@ -477,6 +477,7 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
             "checkpoints": [],
             "job": job,
             "eval": None,
+            "eval_rows": [],
             "exports": [],
             "diagnosis": None,
         }
@@ -497,6 +498,7 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
         "job": queue.active_for(name),
         "eval": _read_json(run_dir / "eval" / "eval.json"),
+        "eval_rows": _eval_rows(run_dir / "eval" / "predictions.jsonl"),
         "exports": _exports(ws, run_dir),
         "diagnosis": _diagnosis(run_dir) if summary is not None else None,
     }
@@ -567,21 +569,73 @@ def _progress(summary: dict[str, Any] | None, last: dict[str, Any], job: dict[st
     }
 
 
-def _exports(ws: Workspace, run_dir: Path) -> list[dict[str, Any]]:
-    """The folders `lapidar export` wrote (RUN/export/FORMAT[-QUANT]) and, for GGUF, the file to download."""
-    out = []
-    for d in sorted((run_dir / "export").glob("*")):
-        if d.is_dir():
-            gguf = sorted(d.glob("*.gguf"))
-            out.append(
+def _eval_rows(path: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """The first answers of the last `lapidar eval`, side by side: question, reference, base and trained answer."""
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if len(rows) >= limit:
+                break
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            prompt = r.get("prompt") or []
+            question = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), "")
+            rows.append(
                 {
-                    "path": ws.relative(d),
-                    "format": d.name.split("-")[0],
-                    "quant": d.name.split("-", 1)[1] if "-" in d.name else None,
-                    "download": ws.relative(gguf[0]) if gguf else None,
+                    "source": r.get("source"),
+                    "question": question,
+                    "reference": r.get("reference"),
+                    "base": (r.get("base") or {}).get("prediction"),
+                    "trained": r.get("prediction"),
                 }
             )
+    return rows
+
+
+def _exports(ws: Workspace, run_dir: Path) -> list[dict[str, Any]]:
+    """The folders `lapidar export` wrote (RUN/export/FORMAT[-QUANT]), their equivalence checks, and what to
+    download: the .gguf file for GGUF/Ollama, the whole folder as a zip for merged weights."""
+    out = []
+    for d in sorted((run_dir / "export").glob("*")):
+        if not d.is_dir():
+            continue
+        meta = _read_json(d / "lapidar_export.json") or {}
+        gguf = sorted(d.glob("*.gguf"))
+        checks = meta.get("checks") or []
+        out.append(
+            {
+                "path": ws.relative(d),
+                "format": meta.get("format") or d.name.split("-")[0],
+                "quant": meta.get("quant") or (d.name.split("-", 1)[1] if "-" in d.name else None),
+                "complete": bool(meta),  # lapidar export writes lapidar_export.json last
+                "checks": checks,
+                "passed": bool(checks) and all(c.get("ok") or not c.get("required", True) for c in checks),
+                "download": ws.relative(gguf[0]) if gguf else f"{ws.relative(d)}?zip=1",
+            }
+        )
     return out
+
+
+def _zip(ws: Workspace, folder: Path) -> Path:
+    """exports/<folder path with - for />.zip holding `folder` (stored, not compressed: weights do not shrink),
+    made again only when the folder changed since."""
+    import zipfile
+
+    target = ws.dir("exports") / (ws.relative(folder).replace("/", "-") + ".zip")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    newest = max((p.stat().st_mtime for p in files), default=0.0)
+    if target.is_file() and target.stat().st_mtime >= newest:
+        return target
+    tmp = target.with_name(f".{target.name}.part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for p in files:
+            z.write(p, Path(folder.name) / p.relative_to(folder))
+    tmp.replace(target)
+    return target
 
 
 def _compare(ws: Workspace, names: list[str]) -> dict[str, Any]:
@@ -813,7 +867,7 @@ def create_app(
                 raise UserError(f"no run {name!r} in {ws.dir('runs')}; GET /api/runs lists them")
             data = str(body.get("data") or "")
             _data_spec(ws, data)  # inside the workspace and present
-            argv = [sys.executable, "-m", "lapidar", "eval", f"runs/{name}", "--data", data]
+            argv = [sys.executable, "-m", "lapidar", "eval", f"runs/{name}", "--data", data, "--compare-base"]
             job = jobs.submit("eval", argv, name, run_dir / "eval.log")
         elif kind == "export":
             name = Workspace.check_name(str(body.get("run") or ""), "run name")
@@ -886,8 +940,11 @@ def create_app(
         return feedback.summary(name)
 
     @app.get("/api/files/{path:path}")
-    def download(path: str) -> FileResponse:
+    def download(path: str, zip: int = 0) -> FileResponse:
         p = ws.safe_path(path)
+        if zip and p.is_dir():
+            archive = _zip(ws, p)
+            return FileResponse(archive, filename=f"{p.parent.parent.name}-{p.name}.zip")
         if not p.is_file():
             raise UserError(f"{path}: no such file in the workspace")
         return FileResponse(p, filename=p.name)

@@ -533,34 +533,48 @@ async function startEval() {
   followEval(run);
 }
 async function followEval(run) {
+  await refreshJobs().catch(() => {});
   const r = await act(() => api("GET", `/runs/${encodeURIComponent(run)}?metrics_from=999999999&log_from=999999999999`));
   if (!r) return;
   const busy = jobFor(run);
   if (busy) { $("#eval-status").replaceChildren(badge(busy.status), ` ${busy.kind} job for ${run}`); setTimeout(() => followEval(run), 2000); }
   else $("#eval-status").replaceChildren();
-  renderEval(r.eval);
+  renderEval(r.eval, r.eval_rows);
 }
-function renderEval(ev) {
+function renderEval(ev, rows) {
   const box = $("#eval-result");
   if (!ev) { box.replaceChildren(); return; }
   const parts = [];
-  const metrics = ev.metrics || ev.summary || {};
-  const rows = Object.entries(metrics).map(([k, v]) => {
-    const before = v && typeof v === "object" ? v.before ?? v.base : undefined;
-    const after = v && typeof v === "object" ? v.after ?? v.tuned ?? v.run : v;
-    const cls = typeof before === "number" && typeof after === "number" ? (after > before ? "better" : after < before ? "worse" : "") : "";
-    return el("tr", {}, el("td", {}, k), el("td", { class: "num" }, fmt(before)), el("td", { class: `num ${cls}` }, fmt(after)));
+  const desc = ev.metric_descriptions || {};
+  // comparison: {metric: {base, model, change}} with --compare-base; else the trained model's scores alone
+  const cmp = ev.comparison || Object.fromEntries(Object.entries(ev.model?.scores || {}).map(([k, v]) => [k, { model: v }]));
+  const lowerIsBetter = (k) => ["loss", "perplexity", "answer_length"].includes(k);
+  const metricRows = Object.entries(cmp).map(([k, v]) => {
+    const d = typeof v.change === "number" ? v.change : null;
+    const cls = d === null || Math.abs(d) < 1e-12 || k === "answer_length" ? "" : (d > 0) !== lowerIsBetter(k) ? "better" : "worse";
+    return el("tr", {}, el("td", { title: desc[k] || "" }, k, k === ev.primary_metric ? " (main)" : ""),
+      el("td", { class: "num" }, fmt(v.base)), el("td", { class: "num" }, fmt(v.model)),
+      el("td", { class: `num ${cls}` }, d === null ? "" : (d > 0 ? "+" : "") + fmt(d)));
   });
-  parts.push(el("div", { class: "card" }, el("h2", {}, "Before / after"), el("table", { "data-testid": "eval-metrics" },
-    el("thead", {}, el("tr", {}, el("th", {}, "metric"), el("th", {}, "base"), el("th", {}, "trained"))), el("tbody", {}, rows))));
-  for (const [key, title] of [["better", "Got better"], ["worse", "Got worse"], ["samples", "Answers side by side"], ["rows", "Answers side by side"]]) {
-    const list = ev[key];
-    if (!Array.isArray(list) || !list.length) continue;
-    const cols = Object.keys(list[0]);
-    parts.push(el("div", { class: "card" }, el("h2", {}, title), el("table", { class: "side-by-side", "data-testid": `eval-${key}` },
-      el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)))),
-      el("tbody", {}, list.slice(0, 50).map((row) => el("tr", {}, cols.map((c) => el("td", {}, toInput(null, row[c])))))))));
+  parts.push(el("div", { class: "card" }, el("h2", {}, `Before / after on ${ev.data} (${fmt(ev.rows)} rows)`),
+    ev.note ? el("p", { class: "help" }, ev.note) : null,
+    el("table", { "data-testid": "eval-metrics" },
+      el("thead", {}, el("tr", {}, el("th", {}, "metric"), el("th", {}, "before training"), el("th", {}, "trained"), el("th", {}, "change"))),
+      el("tbody", {}, metricRows))));
+  if (ev.probe && ev.probe.verdict) parts.push(el("div", { class: "card", "data-testid": "eval-probe" },
+    el("h3", {}, "General knowledge (forgetting probe)"), el("p", {}, ev.probe.verdict)));
+  const changes = ev.row_changes || {};
+  for (const [key, title] of [["better", "Got better"], ["worse", "Got worse"]]) {
+    const list = changes[key] || [];
+    if (!list.length) continue;
+    parts.push(el("div", { class: "card" }, el("h2", {}, `${title} (${list.length})`), el("table", { class: "side-by-side", "data-testid": `eval-${key}` },
+      el("thead", {}, el("tr", {}, ["question", "reference", "before", "trained"].map((c) => el("th", {}, c)))),
+      el("tbody", {}, list.slice(0, 20).map((r) => el("tr", {}, [r.prompt, r.reference, r.base_prediction, r.prediction].map((c) => el("td", {}, c ?? ""))))))));
   }
+  if ((rows || []).length) parts.push(el("div", { class: "card" }, el("h2", {}, "Answers side by side"),
+    el("table", { class: "side-by-side", "data-testid": "eval-rows" },
+      el("thead", {}, el("tr", {}, ["question", "reference", "before training", "trained"].map((c) => el("th", {}, c)))),
+      el("tbody", {}, rows.map((r) => el("tr", {}, [r.question, r.reference, r.base, r.trained].map((c) => el("td", {}, c ?? ""))))))));
   box.replaceChildren(...parts);
 }
 
@@ -672,19 +686,22 @@ async function startExport() {
   followExport(run);
 }
 async function followExport(run) {
+  await refreshJobs().catch(() => {});
   const r = await act(() => api("GET", `/runs/${encodeURIComponent(run)}?metrics_from=999999999&log_from=999999999999`));
   if (!r) return;
   const busy = jobFor(run);
   if (busy) { $("#export-status").replaceChildren(badge(busy.status), ` ${busy.kind} job`); setTimeout(() => followExport(run), 2000); }
   else $("#export-status").replaceChildren();
-  $("#export-result").replaceChildren(...(r.exports || []).map((x) => {
-    const path = typeof x === "string" ? x : x.path;
-    const check = typeof x === "object" ? x.check || x.equivalence : null;
-    return el("div", { class: "card", "data-testid": "export-item" },
-      el("strong", {}, typeof x === "object" ? `${x.format || ""} ${x.quant || ""}` : ""), " ", el("code", {}, path),
-      check ? el("p", {}, badge(check.passed === false ? "failed" : "ok"), " ", check.summary || check.message || JSON.stringify(check)) : null,
-      x.download || path ? el("p", {}, el("a", { href: `/api/files/${x.download || path}`, "data-testid": "export-download" }, "Download")) : null);
-  }));
+  $("#export-result").replaceChildren(...(r.exports || []).map((x) => el("div", { class: "card", "data-testid": "export-item", "data-format": x.format },
+    el("h3", {}, `${x.format}${x.quant ? " " + x.quant : ""} `, el("code", {}, x.path)),
+    !x.complete ? el("p", {}, badge("running"), " being written") : el("p", {},
+      badge(x.passed ? "passed" : "failed"), x.passed ? " answers like the run's model:" : " does not answer like the run's model:"),
+    (x.checks || []).length ? el("table", { "data-testid": "export-checks" },
+      el("thead", {}, el("tr", {}, el("th", {}, "check"), el("th", {}, "measured"), el("th", {}, "expected"), el("th", {}, ""))),
+      el("tbody", {}, x.checks.map((c) => el("tr", {}, el("td", {}, c.name), el("td", { class: "num" }, c.value),
+        el("td", {}, c.expected), el("td", {}, c.ok ? "✓" : c.required === false ? "⚠ (informative)" : "✗"))))) : null,
+    x.complete && x.download ? el("p", {}, el("a", { href: `/api/files/${x.download}`, "data-testid": "export-download" },
+      x.download.endsWith("?zip=1") ? "Download the folder (.zip)" : `Download ${x.download.split("/").pop()}`)) : null)));
 }
 
 // ---- wiring
