@@ -1,4 +1,4 @@
-"""`lapidar data check|clean|convert|split`: look at training data, fix it, reshape it, split it.
+"""`lapidar data check|clean|convert|split|synth`: look at training data, fix it, reshape it, split it, grow it.
 
 Thin wrappers: the work happens in `lapidar.data` (formats, quality, clean, convert, split).
 """
@@ -21,7 +21,7 @@ from lapidar.data.readers import write_rows
 from lapidar.errors import UserError, unknown_choice
 from lapidar.io import write_json, write_text
 
-__all__ = ["app", "check", "clean", "convert", "split"]
+__all__ = ["app", "check", "clean", "convert", "split", "synth"]
 
 app = typer.Typer(
     help="Check, clean, convert and split training data (JSON, JSONL, CSV/TSV, Parquet, text, directories).",
@@ -230,3 +230,123 @@ def split(
         for label, (n_train, n_val) in result.labels.items():
             table.add_row(label, str(n_train), str(n_val))
         console.print(table)
+
+
+@app.command()
+def synth(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Your data file (or example:NAME); in documents mode, documents or folders.")
+    ],
+    output: Annotated[Path, typer.Option(help="JSONL file the rows are appended to (a rerun continues it).")],
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[str, typer.Option("--model", help="Model name the endpoint serves.")],
+    mode: Annotated[str, typer.Option(help="answer | paraphrase | seeds | documents.")] = "answer",
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never written).")] = (
+        "OPENAI_API_KEY"
+    ),
+    max_rows: Annotated[int | None, typer.Option(help="Stop once the output holds this many rows.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Stop once this much is spent (see --price-in/out).")] = None,
+    price_in: Annotated[float, typer.Option(help="Price per million prompt tokens.")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
+    rate_limit: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
+    retries: Annotated[int, typer.Option(help="Retries (with backoff) on connection errors, 429 and 5xx.")] = 4,
+    judge: Annotated[bool, typer.Option(help="Ask the endpoint to grade each row 1-5; keep >= --min-score.")] = False,
+    min_score: Annotated[int, typer.Option(help="Lowest judge score kept.")] = 4,
+    variants: Annotated[int, typer.Option(help="paraphrase: new phrasings per question.")] = 1,
+    regenerate_answers: Annotated[bool, typer.Option(help="paraphrase: write the answers again too.")] = False,
+    per_chunk: Annotated[int, typer.Option(help="documents: question/answer pairs per passage.")] = 3,
+    chunk_chars: Annotated[int, typer.Option(help="documents: characters per passage.")] = 2000,
+    system: Annotated[str | None, typer.Option(help="answer: a system prompt for the stronger model.")] = None,
+    near_threshold: Annotated[float, typer.Option(help="Similarity (0-1) that counts as a near-duplicate.")] = 0.8,
+    fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
+) -> None:
+    """Write training rows with a stronger model behind an OpenAI-compatible endpoint (resumable, deduplicated)."""
+    import os
+    import time as _time
+
+    from lapidar.data import synth as s
+
+    if mode not in s.MODES:
+        raise UserError(unknown_choice("--mode", mode, s.MODES))
+    if max_rows is not None and max_rows < 1:
+        raise UserError(f"--max-rows: expected 1 or more, got {max_rows}")
+    if output.suffix.lower() != ".jsonl":
+        raise UserError(f"{output}: --output must be a .jsonl file (rows are appended one per line)")
+    endpoint = s.Endpoint(
+        base_url, model, os.environ.get(api_key_env) or None, api_key_env, retries=retries, rate_limit=rate_limit
+    )
+    questions: list[str] = []
+    conversations: list[list[dict]] = []
+    punctuated = True
+    if mode == "documents":
+        from lapidar.data.documents import document_chunks
+
+        paths = [Path(p) for p in inputs]
+        for p in paths:
+            if not p.exists():
+                raise UserError(f"{p}: no such file or folder; name your documents (PDF, DOCX, Markdown, HTML, text)")
+        chunks = document_chunks(paths, chunk_chars)
+        if not chunks:
+            raise UserError(
+                f"{', '.join(inputs)}: no text found in documents lapidar reads (.pdf .docx .md .html .txt)"
+            )
+        tasks = [s.document_task(c.file, c.index, c.text, per_chunk) for c in chunks]
+        _refuse_overwrite(paths, output)
+    else:
+        if len(inputs) != 1:
+            raise UserError(f"mode {mode} reads one data file; got {len(inputs)}: {' '.join(inputs)}")
+        ds, _ = _load(inputs[0], fmt, columns)
+        _say_format(ds)
+        if not inputs[0].startswith("example:"):
+            _refuse_overwrite([Path(inputs[0])], output)
+        for ex in ds.examples:
+            conv = ex.conversations()[0] if ex.conversations() else ex.messages
+            if conv and any(m["role"] == "user" for m in conv):
+                conversations.append([{"role": m["role"], "content": m["content"]} for m in conv])
+        if not conversations:
+            raise UserError(f"{ds.path}: no rows with a question ({ds.kind} data); synth needs question/answer rows")
+        questions = [next(m["content"] for m in reversed(c) if m["role"] == "user") for c in conversations]
+        answers = [c[-1]["content"] for c in conversations if c[-1]["role"] == "assistant"]
+        punctuated = sum(1 for a in answers if a.rstrip()[-1:] in ".!?。！？") > 0.8 * max(len(answers), 1)
+        if mode == "answer":
+            tasks = [s.answer_task(c, system) for c in conversations]
+        elif mode == "paraphrase":
+            again = endpoint if regenerate_answers else None
+            tasks = [s.paraphrase_task(c, n, again) for c in conversations for n in range(variants)]
+        else:
+            pairs = [(q, c[-1]["content"]) for q, c in zip(questions, conversations, strict=True)]
+            tasks = [s.seeds_task(i, pairs) for i in range(max_rows or len(pairs))]
+    opts = s.SynthOptions(
+        output, max_rows, max_cost, price_in, price_out, concurrency, judge, min_score, near_threshold
+    )
+    last = [0.0]
+
+    def progress(r: s.SynthResult) -> None:
+        if _time.monotonic() - last[0] < 2 and r.requests % 20:
+            return
+        last[0] = _time.monotonic()
+        rate = r.written / r.seconds if r.seconds else 0.0
+        per_row = r.cost(opts) / r.written if r.written else 0.0
+        console.print(
+            f"{r.requests} requests · {r.written} rows ({rate:.2f} rows/s) · {sum(r.dropped.values())} dropped · "
+            f"{r.prompt_tokens:,} + {r.completion_tokens:,} tokens · cost {r.cost(opts):.4f} ({per_row:.5f}/row)"
+        )
+
+    existing = [] if mode == "answer" else questions  # answer mode keeps the user's questions on purpose
+    console.print(f"{len(tasks)} requests to make in mode {mode} through {endpoint.url} ({model})")
+    result = s.run_synth(tasks, endpoint, opts, existing, progress, punctuated)
+    table = Table(title=f"data synth ({mode}): {result.stop_reason}")
+    for col in ("", ""):
+        table.add_column(col)
+    table.add_row("rows written now", str(result.written))
+    table.add_row("inputs already done (skipped)", str(result.skipped_done))
+    for reason, n in sorted(result.dropped.items()):
+        table.add_row(f"dropped: {reason}", str(n))
+    table.add_row("tokens (prompt + completion)", f"{result.prompt_tokens:,} + {result.completion_tokens:,}")
+    table.add_row("cost", f"{result.cost(opts):.4f}")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    console.print(table)
+    console.print(f"Rows: {output} · dropped inputs and reasons: {s.sidecar_path(output)}")
+    console.print(f"Next: [bold]lapidar data check {escape(str(output))}[/bold]")

@@ -28,6 +28,7 @@ __all__ = [
     "guess_language",
     "has_mojibake",
     "html_remnants",
+    "looks_refused",
     "mask_pii",
     "normalise_whitespace",
     "strip_control_tokens",
@@ -354,3 +355,19 @@ def ends_with_punctuation(answer: str) -> bool:
     """True when the answer's last character closes a sentence (., !, ?, a closing quote or bracket, ...)."""
     text = answer.rstrip()
     return bool(text) and text[-1] in _END_OK
+
+
+# ---------------------------------------------------------------- refusals
+
+# How assistant models decline; a generated answer that opens like this teaches the fine-tuned model to refuse.
+_REFUSAL_RE = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|i (?:can ?not|can't|am unable to|'m unable to|"
+    r"won't be able to) (?:help|assist|provide|answer|comply|do that|fulfil)|as an ai(?: language model)?|"
+    r"i'?m (?:just )?an ai|unfortunately,? i (?:can ?not|can't))",
+    re.I,
+)
+
+
+def looks_refused(answer: str) -> bool:
+    """True when an answer opens as a refusal ("I'm sorry, but I can't...", "As an AI language model...")."""
+    return bool(_REFUSAL_RE.search(answer.strip()[:200]))
