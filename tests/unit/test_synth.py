@@ -122,7 +122,9 @@ def test_answer_mode_writes_rows_lapidar_reads_and_a_rerun_adds_nothing(monkeypa
     assert len(rows) == 4 and all(r["messages"][-1]["content"].startswith("Answer from the strong model") for r in rows)
     assert {r["messages"][0]["content"] for r in rows} == {r["question"] for r in ROWS}  # in the order they came
     assert all(r["meta"]["synth_key"] for r in rows)
-    assert re.search(r"cost\W+0\.0001", stdout) and "Next: lapidar data check" in stdout  # 40 in + 20 out tokens at 1 and 2 /M
+    assert (
+        re.search(r"cost\W+0\.0001", stdout) and "Next: lapidar data check" in stdout
+    )  # 40 in + 20 out tokens at 1 and 2 /M
     ds = load_dataset(out)
     assert ds.fmt == "messages" and len(ds.examples) == 4
     before = endpoint.requests

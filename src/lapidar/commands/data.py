@@ -251,6 +251,7 @@ def synth(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
     rate_limit: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
     retries: Annotated[int, typer.Option(help="Retries (with backoff) on connection errors, 429 and 5xx.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the generating requests.")] = 0.7,
     judge: Annotated[bool, typer.Option(help="Ask the endpoint to grade each row 1-5; keep >= --min-score.")] = False,
     min_score: Annotated[int, typer.Option(help="Lowest judge score kept.")] = 4,
     variants: Annotated[int, typer.Option(help="paraphrase: new phrasings per question.")] = 1,
@@ -275,7 +276,13 @@ def synth(
     if output.suffix.lower() != ".jsonl":
         raise UserError(f"{output}: --output must be a .jsonl file (rows are appended one per line)")
     endpoint = s.Endpoint(
-        base_url, model, os.environ.get(api_key_env) or None, api_key_env, retries=retries, rate_limit=rate_limit
+        base_url,
+        model,
+        os.environ.get(api_key_env) or None,
+        api_key_env,
+        retries=retries,
+        rate_limit=rate_limit,
+        temperature=temperature,
     )
     questions: list[str] = []
     conversations: list[list[dict]] = []

@@ -64,6 +64,7 @@ class Endpoint:
     retries: int = 4
     rate_limit: float | None = None  # requests per second, all threads together
     backoff: float = 1.0
+    temperature: float = 0.7
     _last: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
