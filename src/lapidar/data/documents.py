@@ -1,7 +1,8 @@
 """Read the user's documents (PDF, DOCX, Markdown, HTML, text) as plain text and cut them into chunks.
 
-The first stage of the planned synthetic-data command (issue 16, documents mode): each chunk becomes one request for question/answer pairs,
-and its file and chunk number are recorded on every row made from it, so a rerun can skip the chunks already done.
+The first stage of `lapidar data synth --mode documents` (see synth.py): each chunk becomes one request for
+question/answer pairs, and its file and chunk number are recorded on every row made from it, so a rerun can skip the
+chunks already done.
 """
 
 from __future__ import annotations
