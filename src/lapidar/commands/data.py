@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lapidar.data.formats import FORMATS, Dataset, bundled_example, load_dataset, parse_columns
+from lapidar.data.formats import FORMATS, Dataset, load_dataset, load_spec, parse_columns
 from lapidar.data.readers import write_rows
 from lapidar.errors import UserError, unknown_choice
 from lapidar.io import write_json, write_text
@@ -39,21 +39,16 @@ ModelOpt = Annotated[
 
 
 def _load(spec: str, fmt: str | None, columns: str | None) -> tuple[Dataset, Dataset | None]:
-    """A file or directory, or `example:NAME` (a bundled dataset: train and validation)."""
-    mapping = parse_columns(columns)
-    if spec.startswith("example:"):
-        train, val = bundled_example(spec.removeprefix("example:"))
-        return load_dataset(train, fmt, mapping), load_dataset(val, fmt, mapping)
-    return load_dataset(Path(spec), fmt, mapping), None
+    return load_spec(spec, fmt, columns)
 
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(model: str):
     from lapidar.commands import quiet_libraries
-    from lapidar.models.loading import load_tokenizer, resolve_model
+    from lapidar.models.loading import tokenizer_for
 
     quiet_libraries()
-    return load_tokenizer(resolve_model(model))
+    return tokenizer_for(model)
 
 
 def _say_format(ds: Dataset) -> None:

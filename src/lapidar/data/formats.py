@@ -46,6 +46,7 @@ __all__ = [
     "detect_format",
     "load_dataset",
     "load_examples",
+    "load_spec",
     "normalize_tools",
     "parse_columns",
     "parse_label",
@@ -771,6 +772,16 @@ def _map_columns(row: Row, mapping: dict[str, str]) -> Any:
     out = {k: v for k, v in value.items() if k not in mapping.values()}
     out.update({target: value[source] for target, source in mapping.items()})
     return out
+
+
+def load_spec(spec: str, fmt: str | None = None, columns: str | None = None) -> tuple[Dataset, Dataset | None]:
+    """A file or directory, or `example:NAME` (a bundled dataset: its train and validation files), as the
+    `lapidar data` commands and the web app name data; `columns` as `--columns` (prompt=question,...)."""
+    mapping = parse_columns(columns)
+    if spec.startswith("example:"):
+        train, val = bundled_example(spec.removeprefix("example:"))
+        return load_dataset(train, fmt, mapping), load_dataset(val, fmt, mapping)
+    return load_dataset(Path(spec), fmt, mapping), None
 
 
 def load_dataset(path: Path, fmt: str | None = None, columns: dict[str, str] | None = None) -> Dataset:

@@ -139,7 +139,7 @@ def _llama(path: Path, n_ctx: int):
 
     On a CPU with AMX, llama.cpp's AMX weight repacking crashes (SIGSEGV in ggml_backend_amx_mul_mat) on K-quant
     files such as q4_k_m (llama.cpp issue #20824), so weights are loaded without extra buffer types there, as
-    `llama-server --no-repack` does: the same kernels' plain CPU path, same answers.
+    llama-server does with its no-repack option: the same kernels' plain CPU path, same answers.
     """
     import llama_cpp.llama_cpp as capi
     from llama_cpp import Llama

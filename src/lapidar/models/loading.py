@@ -7,6 +7,7 @@ any `--init random` model are materialised once in lapidar's cache directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ __all__ = [
     "load_tokenizer",
     "read_model_config",
     "resolve_model",
+    "tokenizer_for",
 ]
 
 RANDOM_LABEL = "(RANDOMLY INITIALISED weights: answers are not a real model's)"
@@ -560,3 +562,9 @@ def _one_line(error: BaseException) -> str:
     """The first line of an exception's message, for a one-line UserError."""
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+@functools.lru_cache(maxsize=2)
+def tokenizer_for(model: str):
+    """The tokenizer (and chat template) of a preset, hub id or model directory, loaded once per process."""
+    return load_tokenizer(resolve_model(model))

@@ -135,7 +135,7 @@ def _verify_gguf(output: Path, written: Written, src: ExportSource, refs, opts: 
         Console(stderr=True).print(
             "[yellow]note:[/yellow] this CPU has Intel AMX. llama.cpp's AMX weight repacking is known to crash on "
             "quantised files (llama.cpp issue #20824), so lapidar checks this file with repacking off. If "
-            "llama-server crashes on it here, start it with --no-repack."
+            "llama-server crashes on it here, start it with its no-repack option."
         )
     return check_gguf(output / written.gguf.name, src.loaded.tokenizer, refs, opts.max_new_tokens, exact)
 

@@ -218,16 +218,19 @@ def _data_spec(ws: Workspace, path: str) -> str:
 
 def _inspect(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     """What `lapidar data check` reports, as JSON, plus the detected format and column mapping."""
-    from lapidar.commands.data import _load, _tokenizer
+    from lapidar.commands import quiet_libraries
+    from lapidar.data.formats import load_spec
     from lapidar.data.quality import check_dataset
+    from lapidar.models.loading import tokenizer_for
 
     path = str(body.get("path") or "")
     spec = _data_spec(ws, path)
     max_length = int(body.get("max_length") or 1024)
     gc.disable()  # as `data check` does: millions of small acyclic objects, the collector only costs time
     try:
-        ds, val = _load(spec, body.get("format"), body.get("columns"))
-        report = check_dataset(ds, _tokenizer(str(body.get("model") or "tiny-qwen2.5")), max_length, val)
+        ds, val = load_spec(spec, body.get("format"), body.get("columns"))
+        quiet_libraries()
+        report = check_dataset(ds, tokenizer_for(str(body.get("model") or "tiny-qwen2.5")), max_length, val)
     finally:
         gc.enable()
     examples = [
@@ -271,9 +274,9 @@ def _out_name(spec: str) -> str:
 
 def _clean(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     """`lapidar data clean` with the safe defaults plus the chosen fixes; the input is never changed."""
-    from lapidar.commands.data import _load
     from lapidar.data.clean import CleanOptions
     from lapidar.data.clean import clean as run_clean
+    from lapidar.data.formats import load_spec
     from lapidar.data.readers import write_rows
 
     path = str(body.get("path") or "")
@@ -282,7 +285,7 @@ def _clean(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     unknown = [f for f in fixes if f not in CLEAN_FIXES]
     if unknown:
         raise UserError(f"unknown fix {unknown[0]!r}; choose from {', '.join(CLEAN_FIXES)}")
-    ds, _ = _load(spec, body.get("format"), body.get("columns"))
+    ds, _ = load_spec(spec, body.get("format"), body.get("columns"))
     opts = CleanOptions(
         near_duplicates="near_duplicates" in fixes,
         mask_pii="mask_pii" in fixes,
@@ -304,7 +307,7 @@ def _clean(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
 
 def _split(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     """`lapidar data split`: duplicates and shared prompts stay on one side, stratified by label."""
-    from lapidar.commands.data import _load
+    from lapidar.data.formats import load_spec
     from lapidar.data.readers import write_rows
     from lapidar.data.split import split as run_split
 
@@ -314,7 +317,7 @@ def _split(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         fraction = float(body.get("fraction", 0.1))
     except (TypeError, ValueError):
         raise UserError(f"fraction: expected a number between 0 and 1, got {body.get('fraction')!r}") from None
-    ds, _ = _load(spec, body.get("format"), body.get("columns"))
+    ds, _ = load_spec(spec, body.get("format"), body.get("columns"))
     result = run_split(ds, fraction, int(body.get("seed") or 0))
     suffix = Path(spec).suffix.lower() if Path(spec).is_file() else ".jsonl"
     out = ws.dir("data") / f"{_out_name(path)}-split"
@@ -529,7 +532,7 @@ def _next_step(text: str) -> dict[str, Any]:
 
 
 def _diagnosis(run_dir: Path) -> list[dict[str, Any]]:
-    """`lapidar diagnose` of a finished run: findings in plain words, each with the changes its suggestion names."""
+    """The diagnosis `lapidar train` prints for a finished run: findings in plain words, each with the changes its suggestion names."""
     from lapidar.evaluation.diagnosis import diagnose
 
     try:
