@@ -157,8 +157,17 @@ def test_new_user_goes_from_a_spreadsheet_to_feedback_training(browser, ui: UI, 
     page.wait_for_selector("[data-testid=start-task] option", state="attached")  # the first-time path offers tasks
     _shot(page, shots / "start.png")
 
-    # ---- Data: upload a CSV, see its format, the rows as the model sees them, and the report
+    # ---- Data: a broken file gets the CLI's one-line explanation on the page, and the page keeps working
     page.click("[data-testid=tab-data]")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "Hi", "output": "Hello"}\n{"instruction": "oops", "output": \n')
+    page.set_input_files("[data-testid=upload-input]", str(broken))
+    page.wait_for_selector("[data-testid=error]:not([hidden])")
+    message = page.text_content("#error-text")
+    assert "broken.jsonl" in message and "line 2" in message, message
+    page.click("#error-close")
+
+    # ---- Data: upload a CSV, see its format, the rows as the model sees them, and the report
     page.set_input_files("[data-testid=upload-input]", str(_spreadsheet(tmp_path / "topics.csv")))
     page.wait_for_selector("[data-testid=inspect]:not([hidden])")
     assert page.text_content("[data-testid=data-format]") == "question-answer"
