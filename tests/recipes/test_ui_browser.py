@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from tests.recipes.test_eval_recipe import TEST, TRAIN
-from tests.recipes.test_report_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.recipe
 httpx = pytest.importorskip("httpx")
@@ -82,19 +81,6 @@ class UI:
             if job.get("status") == "running" and job.get("pid"):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(job["pid"], signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's package: apt-get install -y chromium)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is missing (pip install -e '.[test]'; never `playwright install`)"
-    )
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
