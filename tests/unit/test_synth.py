@@ -229,3 +229,14 @@ def test_reply_parsing_and_filters() -> None:
         == "truncated"
     )
     assert drop_reason("Is hail covered?", "Yes, with the weather add-on.", "en", True) is None
+
+
+def test_max_cost_stops_cleanly(monkeypatch, capsys, endpoint, data, tmp_path):
+    out = tmp_path / "a.jsonl"
+    code, stdout, err = synth(
+        monkeypatch, capsys, str(data), "--output", str(out), "--base-url", _url(endpoint), "--model", "m",
+        "--concurrency", "1", "--price-in", "10000", "--max-cost", "0.15",
+    )  # fmt: skip
+    assert code == 0, err
+    # each request costs 10 prompt tokens x 10000 / 1e6 = 0.1: the second one crosses 0.15 and the run stops there
+    assert len(_rows(out)) == 2 and "--max-cost 0.15 reached" in " ".join(stdout.split())

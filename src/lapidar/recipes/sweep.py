@@ -204,7 +204,9 @@ def _run_trial(study: Any, base: TrainConfig, spec: SweepSpec, sweep_dir: Path, 
             raise KeyboardInterrupt
         if val_file is None:
             # The loss of the weights the run saved (its best evaluation, else its last one).
-            value = summary.get("best_val_loss") or summary.get("final_val_loss")
+            value = summary.get("best_val_loss")
+            if value is None:  # a loss of exactly 0.0 is a value, not a missing one
+                value = summary.get("final_val_loss")
             if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise UserError(
