@@ -160,6 +160,8 @@ def test_new_user_goes_from_a_spreadsheet_to_feedback_training(browser, ui: UI, 
     assert page.text_content("[data-testid=data-rows]") == "24"
     assert page.locator("[data-testid=rendered-example] .learned").count() >= 3  # the answers are highlighted
     assert page.text_content("[data-testid=data-report]").strip()
+    page.click("[data-testid=finding-row-link] >> nth=0")  # a finding's row opens as the file holds it
+    page.wait_for_selector("[data-testid=finding-row] pre")
     page.set_input_files("[data-testid=upload-input]", str(TEST))  # a test file for later
     page.wait_for_function("document.querySelector('[data-testid=data-format]').textContent === 'messages'")
     page.click("[data-testid=data-file]:has-text('topics.csv')")

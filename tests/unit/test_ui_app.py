@@ -217,3 +217,16 @@ def test_a_failing_job_is_failed_and_a_queued_one_can_be_cancelled(tmp_path: Pat
     assert r.status_code == 400 and "no run 'absent'" in r.json()["error"]
     r = c.post("/api/jobs", json={"kind": "dance"})
     assert r.status_code == 400 and "not supported" in r.json()["error"]
+
+
+def test_the_rows_a_finding_names_can_be_read(client: TestClient) -> None:
+    rows = [*ROWS, ROWS[0]]  # an exact duplicate: a finding naming lines 1 and 5
+    client.post("/api/data/upload", files={"file": ("dup.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())})
+    report = client.post("/api/data/inspect", json={"path": "data/dup.jsonl"}).json()["report"]
+    named = next(f["rows"] for f in report["findings"] if "line 5" in f["rows"])
+    out = client.post("/api/data/rows", json={"path": "data/dup.jsonl", "refs": [*named, "line 99"]}).json()["rows"]
+    assert out[0]["value"] == ROWS[0] or out[-2]["value"] == ROWS[0]
+    assert any(s["learned"] and s["text"] == "Blue." for s in out[-2]["segments"])
+    assert out[-1] == {"ref": "line 99", "value": None, "notes": ["not a row of data/dup.jsonl"], "segments": []}
+    r = client.post("/api/data/rows", json={"path": "data/dup.jsonl", "refs": []})
+    assert r.status_code == 400 and "refs:" in r.json()["error"]

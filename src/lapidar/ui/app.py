@@ -250,6 +250,26 @@ def _inspect(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rows(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """The raw rows a report finding names ("line 4", "row 7"), and how each reads as a conversation."""
+    from lapidar.data.formats import load_spec
+
+    path = str(body.get("path") or "")
+    refs = [str(r) for r in (body.get("refs") or [])][:50]
+    if not refs:
+        raise UserError('refs: name the rows to show, e.g. {"refs": ["line 4"]} (a finding lists them)')
+    ds, _ = load_spec(_data_spec(ws, path), body.get("format"), body.get("columns"))
+    by_ref = {row.ref: (row, ex) for row, ex in zip(ds.rows, ds.examples, strict=True)}
+    out: list[dict[str, Any]] = []
+    for ref in refs:
+        if ref not in by_ref:  # e.g. a row of the validation file, which a finding can name too
+            out.append({"ref": ref, "value": None, "notes": [f"not a row of {path}"], "segments": []})
+            continue
+        row, ex = by_ref[ref]
+        out.append({"ref": ref, "value": row.value, "notes": list(row.notes), "segments": _segments(ex)})
+    return {"path": path, "rows": out}
+
+
 def _segments(ex: Any) -> list[dict[str, Any]]:
     """An example in ChatML (the Qwen2.5 instruct template), each piece marked with whether it carries loss."""
     from lapidar.data.formats import trains
@@ -802,6 +822,10 @@ def create_app(
     @app.post("/api/data/inspect")
     def inspect(body: dict[str, Any]) -> dict[str, Any]:
         return _inspect(ws, body)
+
+    @app.post("/api/data/rows")
+    def data_rows(body: dict[str, Any]) -> dict[str, Any]:
+        return _rows(ws, body)
 
     @app.post("/api/data/clean")
     def clean(body: dict[str, Any]) -> dict[str, Any]:

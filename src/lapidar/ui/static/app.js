@@ -209,8 +209,20 @@ function renderReport(report) {
       el("div", {}, badge(f.severity || "note"), " ", el("strong", {}, f.title || f.message || f.code || "")),
       f.explanation ? el("div", {}, f.explanation) : null,
       f.fix ? el("div", { class: "help" }, "Fix: ", f.fix) : null,
-      rows.length ? el("div", { class: "rows" }, `rows: ${rows.slice(0, 20).join(", ")}${rows.length > 20 ? ` … (${rows.length})` : ""}`) : null);
+      rows.length ? rowLinks(rows) : null);
   }));
+}
+// each row a finding names opens below it, as the file holds it and as the model sees it
+function rowLinks(refs) {
+  const shown = el("div", { class: "row-views" });
+  const open = (ref) => act(async () => {
+    const r = await api("POST", "/data/rows", { path: S.inspected.path, refs: [ref], columns: $("#data-columns").value.trim() || undefined });
+    for (const row of r.rows) shown.append(el("div", { class: "example", "data-testid": "finding-row" },
+      el("strong", {}, row.ref), el("pre", { class: "log" }, JSON.stringify(row.value, null, 2)),
+      (row.segments || []).map((s) => el("span", { class: s.learned ? "learned" : "" }, s.text))));
+  });
+  return el("div", { class: "rows" }, "rows: ", refs.slice(0, 20).map((ref) => el("button", { class: "small link",
+    "data-testid": "finding-row-link", onclick: () => open(ref) }, ref)), refs.length > 20 ? ` … (${refs.length})` : "", shown);
 }
 async function clean() {
   const fixes = $$("#data-fixes input:checked").map((i) => i.value);
