@@ -240,3 +240,34 @@ def test_max_cost_stops_cleanly(monkeypatch, capsys, endpoint, data, tmp_path):
     assert code == 0, err
     # each request costs 10 prompt tokens x 10000 / 1e6 = 0.1: the second one crosses 0.15 and the run stops there
     assert len(_rows(out)) == 2 and "--max-cost 0.15 reached" in " ".join(stdout.split())
+
+
+def test_prompts_keys_resume_and_cost_are_pure(tmp_path):
+    from lapidar.data.synth import Seen, SynthOptions, SynthResult, _done_keys, answer_task, document_task, seeds_task
+
+    conv = [{"role": "user", "content": "Is hail covered?"}, {"role": "assistant", "content": "Yes."}]
+    a, b = answer_task(conv, "Be brief."), answer_task(conv, None)
+    assert a.key == b.key and a.key.startswith("answer:")  # the key depends on the input only: reruns find it
+    assert (
+        a.messages[0] == {"role": "system", "content": "Be brief."} and a.messages[-1]["content"] == "Is hail covered?"
+    )
+    assert a.make(" No. ") == [([conv[0], {"role": "assistant", "content": "No."}], {})]
+    examples = [("q1?", "a1."), ("q2?", "a2."), ("q3?", "a3."), ("q4?", "a4.")]
+    assert seeds_task(7, examples).messages == seeds_task(7, examples).messages  # same draw for the same index
+    doc = document_task("docs/policy.md", 2, "Hail is covered with the weather add-on.", 1)
+    assert doc.key == "doc:docs/policy.md#2" and "policy.md" in doc.messages[0]["content"]
+    assert doc.make("not json") == "unparseable"
+    [(_, meta)] = doc.make('[{"question": "Hail?", "answer": "With the add-on."}]')
+    assert meta["source"] == {
+        "file": "docs/policy.md",
+        "chunk": 2,
+        "passage": "Hail is covered with the weather add-on.",
+    }
+    out = tmp_path / "o.jsonl"
+    out.write_text(json.dumps({"messages": conv, "meta": {"synth_key": "k1"}}) + "\n" + '{"messages": [{"ro')
+    sidecar_path(out).write_text(json.dumps({"synth_key": "k2", "reason": "refused"}) + "\n")
+    assert _done_keys(out) == ({"k1", "k2"}, ["Is hail covered?"])  # the half line a kill left is ignored
+    seen = Seen(["Is hail covered?"], 0.8)
+    assert seen.duplicate("is hail covered?") == "duplicate" and seen.duplicate("How do I file a claim?") is None
+    opts = SynthOptions(out=out, price_in=2.0, price_out=8.0)
+    assert SynthResult(prompt_tokens=500_000, completion_tokens=250_000).cost(opts) == pytest.approx(3.0)
