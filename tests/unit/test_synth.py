@@ -167,6 +167,13 @@ def test_paraphrase_keeps_answers_and_documents_record_their_passage(monkeypatch
     rows = _rows(out)
     assert sorted(r["messages"][-1]["content"] for r in rows) == sorted(r["answer"] for r in ROWS)
     assert all(r["messages"][0]["content"].startswith("Could you tell me") for r in rows)
+    out = tmp_path / "para2.jsonl"
+    code, _, err = synth(
+        monkeypatch, capsys, str(data), "--mode", "paraphrase", "--regenerate-answers", "--output", str(out),
+        "--base-url", _url(endpoint), "--model", "m",
+    )  # fmt: skip
+    assert code == 0, err
+    assert all(r["messages"][-1]["content"].startswith("Answer from the strong model") for r in _rows(out))
     doc = tmp_path / "policy.md"
     doc.write_text("# Motor policy\n\nThe excess is 200 euros. The insurer pays the towing after an accident.\n")
     out = tmp_path / "docs.jsonl"

@@ -250,7 +250,10 @@ def synth(
     judge: Annotated[bool, typer.Option(help="Ask the endpoint to grade each row 1-5; keep >= --min-score.")] = False,
     min_score: Annotated[int, typer.Option(help="Lowest judge score kept.")] = 4,
     variants: Annotated[int, typer.Option(help="paraphrase: new phrasings per question.")] = 1,
-    regenerate_answers: Annotated[bool, typer.Option(help="paraphrase: write the answers again too.")] = False,
+    keep_answers: Annotated[
+        bool,
+        typer.Option("--keep-answers/--regenerate-answers", help="paraphrase: keep the answers, or write them again."),
+    ] = True,
     per_chunk: Annotated[int, typer.Option(help="documents: question/answer pairs per passage.")] = 3,
     chunk_chars: Annotated[int, typer.Option(help="documents: characters per passage.")] = 2000,
     system: Annotated[str | None, typer.Option(help="answer: a system prompt for the stronger model.")] = None,
@@ -315,7 +318,7 @@ def synth(
         if mode == "answer":
             tasks = [s.answer_task(c, system) for c in conversations]
         elif mode == "paraphrase":
-            again = endpoint if regenerate_answers else None
+            again = None if keep_answers else endpoint
             tasks = [s.paraphrase_task(c, n, again) for c in conversations for n in range(variants)]
         else:
             pairs = [(q, c[-1]["content"]) for q, c in zip(questions, conversations, strict=True)]
