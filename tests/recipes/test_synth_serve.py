@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def json_run(tmp_path_factory) -> Path:
     data = root / "json.jsonl"
     data.write_text("".join(json.dumps({"messages": [*p, reply]}) + "\n" for p in prompts))
     run = root / "run"
-    lapidar("train", "--data", str(data), "--max-steps", "120", "--lr", "8e-3", "--batch-size", "8", "--val-fraction",
+    lapidar("train", "--data", str(data), "--max-steps", "200", "--lr", "5e-3", "--batch-size", "8", "--val-fraction",
             "0", "--max-length", "512", "--seed", "0", "--output", str(run))  # fmt: skip
     return run
 
@@ -128,6 +129,11 @@ def test_every_mode_against_lapidar_serve(json_run: Path, tmp_path: Path) -> Non
             proc = _synth(port, str(source), "--mode", mode, "--output", str(out), *extra)
             assert "Next: lapidar data check" in proc.stdout, proc.stdout
             outs[mode] = _rows(out)
+        # A rerun reads the output and the sidecar: every input is done already, nothing is asked or added.
+        again = _synth(port, str(questions), "--mode", "answer", "--output", str(tmp_path / "answer.jsonl"))
+        assert _rows(tmp_path / "answer.jsonl") == outs["answer"], again.stdout
+        assert re.search(r"rows written now\W+0\b", again.stdout), again.stdout
+        assert re.search(r"inputs already done \(skipped\)\W+6\b", again.stdout), again.stdout
     # The tiny model learnt the JSON reply only roughly: some replies do not parse or repeat a question, and are
     # dropped with their reason; every input is accounted for, and what is kept is unique.
     for mode in ("answer", "paraphrase"):
@@ -135,8 +141,12 @@ def test_every_mode_against_lapidar_serve(json_run: Path, tmp_path: Path) -> Non
     for mode, rows in outs.items():
         questions_out = [r["messages"][0]["content"] for r in rows]
         assert len(questions_out) == len(set(questions_out)), mode
-    assert outs["answer"] and outs["paraphrase"] and outs["seeds"] and len(outs["seeds"]) <= 4
-    assert outs["paraphrase"][0]["meta"]["paraphrase_of"].startswith("Question number")
+    # Kept rows depend on how well 20M random-init parameters memorised one JSON line; the pipeline's accounting
+    # does not: every request ends as rows or as a logged drop, and kept rows carry their provenance.
+    assert outs["answer"] and len(outs["seeds"]) <= 4
+    assert len(outs["seeds"]) + _dropped(tmp_path / "seeds.jsonl") >= 4
+    assert all(r["meta"]["paraphrase_of"].startswith("Question number") for r in outs["paraphrase"])
+    assert sum(len(rows) for rows in outs.values()) > len(outs["answer"]), "no mode but answer kept anything"
     # One passage, one request: its pairs carry the passage, or the chunk is logged as dropped with the reason.
     side = (tmp_path / "documents.jsonl.synth.jsonl").read_text() if _dropped(tmp_path / "documents.jsonl") else ""
     assert all(r["meta"]["source"]["file"].endswith("policy.md") for r in outs["documents"])
