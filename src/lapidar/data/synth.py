@@ -374,24 +374,25 @@ def run_synth(
         log.write(json.dumps({"synth_key": key, "reason": reason, "detail": detail[:300]}, ensure_ascii=False) + "\n")
         log.flush()
 
-    def work(task: Task) -> tuple[Task, str, dict, list[tuple[str, int]] | None]:
+    def work(task: Task) -> tuple[Task, str, list | str, dict, list[int] | None]:
+        """One task in a worker thread: the request, its rows (made once: paraphrase may ask the endpoint again),
+        and with --judge a score per row."""
         reply, usage = endpoint.chat(task.messages)
+        made = task.make(reply)
         scores = None
-        if opts.judge:
-            made = task.make(reply)
+        if opts.judge and not isinstance(made, str):
             scores = []
-            if not isinstance(made, str):
-                for msgs, _ in made:
-                    verdict, u2 = endpoint.chat(
-                        [{"role": "user", "content": JUDGE.format(q=msgs[-2]["content"], a=msgs[-1]["content"])}],
-                        temperature=0.0,
-                    )
-                    for k in ("prompt_tokens", "completion_tokens"):
-                        usage[k] = usage.get(k, 0) + u2.get(k, 0)
-                    value = parse_json_reply(verdict)
-                    score = value.get("score") if isinstance(value, dict) else None
-                    scores.append((msgs[-1]["content"], int(score) if isinstance(score, int | float) else 0))
-        return task, reply, usage, scores
+            for msgs, _ in made:
+                verdict, u2 = endpoint.chat(
+                    [{"role": "user", "content": JUDGE.format(q=msgs[-2]["content"], a=msgs[-1]["content"])}],
+                    temperature=0.0,
+                )
+                for k in ("prompt_tokens", "completion_tokens"):
+                    usage[k] = usage.get(k, 0) + u2.get(k, 0)
+                value = parse_json_reply(verdict)
+                score = value.get("score") if isinstance(value, dict) else None
+                scores.append(int(score) if isinstance(score, int | float) else 0)
+        return task, reply, made, usage, scores
 
     with (
         opts.out.open("a", encoding="utf-8") as out,
@@ -414,11 +415,10 @@ def run_synth(
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     running.discard(fut)
-                    task, reply, usage, scores = fut.result()  # a UserError (401, wrong URL) ends the run here
+                    task, reply, made, usage, scores = fut.result()  # a UserError (401, wrong URL) ends the run here
                     result.requests += 1
                     result.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                     result.completion_tokens += int(usage.get("completion_tokens") or 0)
-                    made = task.make(reply)
                     if isinstance(made, str):
                         drop(log, task.key, made, reply)
                         continue
@@ -428,7 +428,7 @@ def run_synth(
                         q, a = msgs[-2]["content"], msgs[-1]["content"]
                         reason = drop_reason(q, a, opts.language, punctuated) or seen.duplicate(q)
                         if reason is None and scores is not None:
-                            score = dict(scores).get(a, 0)
+                            score = scores[i]
                             reason = f"judged {score}/5" if score < opts.min_score else None
                             meta = {**meta, "judge_score": score}
                         if reason is not None:
