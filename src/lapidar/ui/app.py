@@ -507,6 +507,7 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
     metrics, next_metrics = _metrics_from(run_dir / "metrics.jsonl", max(metrics_from, 0))
     log, next_log = _log_from(run_dir / "train.log", log_from)
     summary = _read_json(run_dir / "summary.json")
+    job = queue.active_for(name)
     return {
         "name": name,
         "status": _run_status(queue, name, run_dir),
@@ -517,9 +518,9 @@ def _run_detail(ws: Workspace, queue: JobQueue, name: str, metrics_from: int, lo
         "next_metrics": next_metrics,
         "log": log,
         "next_log": next_log,
-        "progress": _progress(summary, _last_step(run_dir / "metrics.jsonl", metrics), queue.active_for(name)),
+        "progress": _progress(summary, _last_step(run_dir / "metrics.jsonl", metrics), job),
         "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*") if p.is_dir()),
-        "job": queue.active_for(name),
+        "job": job,
         "eval": _read_json(run_dir / "eval" / "eval.json"),
         "eval_rows": _eval_rows(run_dir / "eval" / "predictions.jsonl"),
         "exports": _exports(ws, run_dir),
@@ -573,12 +574,27 @@ def _diagnosis(run_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _last_step(path: Path, new_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The newest step row: among this poll's rows, else the file's last one (a poll with nothing new)."""
-    steps = [m for m in new_rows if "total_steps" in m or "train_loss" in m]
-    if not steps:
-        rows, _ = _metrics_from(path, 0)
-        steps = [m for m in rows if "total_steps" in m or "train_loss" in m]
+def _last_step(path: Path, new_rows: list[dict[str, Any]], tail_bytes: int = 64 * 1024) -> dict[str, Any]:
+    """The newest step row: among this poll's rows, else among the file's last `tail_bytes` (a poll with nothing
+    new reads the end of metrics.jsonl, not all of it: the page polls every second)."""
+
+    def is_step(m: dict[str, Any]) -> bool:
+        return "total_steps" in m or "train_loss" in m
+
+    steps = [m for m in new_rows if is_step(m)]
+    if not steps and path.is_file():
+        start = max(0, path.stat().st_size - tail_bytes)
+        with path.open("rb") as f:
+            f.seek(start)
+            # whole lines only: not the one the seek cut into, nor a last one still being written
+            lines = f.read().decode("utf-8", errors="replace").split("\n")[1 if start else 0 : -1]
+        for line in reversed(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and is_step(row):
+                return row
     return steps[-1] if steps else {}
 
 
