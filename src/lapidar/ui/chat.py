@@ -22,19 +22,15 @@ from lapidar.server.engine import Engine, Job, PromptTooLong
 from lapidar.training.checkpoint import latest_checkpoint
 from lapidar.ui.workspace import Workspace
 
-__all__ = ["SIDES", "ChatModels", "parse_chat_request"]
+__all__ = ["SIDES", "ChatModels", "parse_chat_request", "question_turns"]
 
 SIDES = ("run", "base")  # the run's trained weights, or the model it started from
 MAX_NEW_TOKENS = 1024
 
 
-def parse_chat_request(body: dict[str, Any]) -> tuple[str, str, list[dict[str, str]], int, float]:
-    """(run, side, messages, max_tokens, temperature) from POST /api/chat's body; UserError naming a bad field."""
-    run = Workspace.check_name(str(body.get("run") or ""), "run name")
-    side = str(body.get("side") or "run")
-    if side not in SIDES:
-        raise UserError(f"side {side!r}: choose {' or '.join(SIDES)}")
-    messages = body.get("messages")
+def question_turns(messages: Any) -> list[dict[str, str]]:
+    """A conversation up to a question, as the page sends it for a chat or a vote: [{role, content}] ending with
+    the user's turn, copied with only those two keys; UserError naming the bad turn."""
     if not isinstance(messages, list) or not messages:
         raise UserError('messages: expected a list of {"role": ..., "content": ...} ending with a user turn')
     clean: list[dict[str, str]] = []
@@ -46,6 +42,16 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[str, str, list[dict[str, s
         clean.append({"role": m["role"], "content": m["content"]})
     if clean[-1]["role"] != "user":
         raise UserError(f"messages[{len(clean) - 1}]: the last turn must be the user's question")
+    return clean
+
+
+def parse_chat_request(body: dict[str, Any]) -> tuple[str, str, list[dict[str, str]], int, float]:
+    """(run, side, messages, max_tokens, temperature) from POST /api/chat's body; UserError naming a bad field."""
+    run = Workspace.check_name(str(body.get("run") or ""), "run name")
+    side = str(body.get("side") or "run")
+    if side not in SIDES:
+        raise UserError(f"side {side!r}: choose {' or '.join(SIDES)}")
+    clean = question_turns(body.get("messages"))
     try:
         max_tokens = int(body["max_tokens"] if body.get("max_tokens") is not None else 256)
         temperature = float(body["temperature"] if body.get("temperature") is not None else 0.0)

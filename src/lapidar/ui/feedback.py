@@ -20,6 +20,7 @@ from typing import Any
 
 from lapidar.errors import UserError
 from lapidar.io import write_text
+from lapidar.ui.chat import question_turns
 from lapidar.ui.workspace import Workspace
 
 __all__ = ["Feedback", "FeedbackFiles"]
@@ -67,11 +68,7 @@ class Feedback:
         label = body.get("label")
         if not isinstance(label, bool):
             raise UserError(f"label: expected true (👍) or false (👎), got {label!r}")
-        prompt = body.get("messages")
-        if not isinstance(prompt, list) or not prompt or not all(_is_turn(m) for m in prompt):
-            raise UserError('messages: expected the conversation up to the question, [{"role", "content"}, ...]')
-        if prompt[-1]["role"] != "user":
-            raise UserError("messages: the last turn must be the question the rated answer replies to")
+        prompt = question_turns(body.get("messages"))  # the conversation the rated answer replies to
         answer = body.get("answer")
         if not isinstance(answer, str) or not answer.strip():
             raise UserError("answer: expected the text of the rated answer")
@@ -82,7 +79,7 @@ class Feedback:
             "id": answer_id,
             "time": time.time(),
             "side": str(body.get("side") or "run"),
-            "messages": [{"role": m["role"], "content": m["content"]} for m in prompt],
+            "messages": prompt,
             "answer": answer,
             "label": label,
             "correction": correction.strip() if correction else None,
@@ -106,12 +103,6 @@ class Feedback:
             "pairs": self.ws.relative(files.pairs) if files.pairs.is_file() else None,
             "votes": [{k: r.get(k) for k in ("id", "label", "correction", "side")} for r in records],
         }
-
-
-def _is_turn(m: Any) -> bool:
-    return (
-        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
-    )
 
 
 def _write_datasets(files: FeedbackFiles, records: list[dict[str, Any]]) -> None:
