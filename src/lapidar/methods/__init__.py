@@ -17,7 +17,15 @@ from lapidar.models.qwen import EMBEDDING_MODULES, LORA_TARGETS
 if TYPE_CHECKING:
     from lapidar.config import TrainConfig
 
-__all__ = ["METHODS", "Method", "apply_method", "get_method", "quantization_config", "resolve_targets"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "apply_method",
+    "frozen_linears_to_bf16",
+    "get_method",
+    "quantization_config",
+    "resolve_targets",
+]
 
 QWEN_LINEAR = set(LORA_TARGETS["all-linear"])
 
@@ -40,6 +48,42 @@ class Method:
     # What the user should hear about this method on this model (a setting that does not do what it says), from the
     # loaded model and the config; shown with the run's notes.
     notes: Callable[[Any, TrainConfig], list[str]] | None = None
+    # Whether the frozen linear weights of the decoder may be held in bf16 when training computes under bf16
+    # autocast (`frozen_linears_to_bf16`): exact for adapters whose forward only multiplies by the base weight.
+    bf16_frozen_base: bool = False
+
+
+def frozen_linears_to_bf16(model) -> int:
+    """Hold every frozen `nn.Linear` weight (and bias) of the decoder layers in bf16; return how many parameters
+    changed dtype.
+
+    Under bf16 autocast a linear layer casts an fp32 weight to bf16 at every forward and keeps that copy for the
+    backward pass, so a frozen fp32 weight costs 4 bytes held + 2 bytes per step, and computes exactly what a bf16
+    weight computes: storing it in bf16 gives bit-identical losses and gradients (tests/unit/test_bf16_base.py)
+    at a third of the bytes. Embeddings, norms and the lm_head keep their dtype: the embedding lookup and RMSNorm are
+    not autocast, and in fp32 they keep the residual stream in fp32. Trainable weights (adapters) stay fp32.
+    """
+    import torch
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    changed = 0
+    for layer in inner.model.layers:
+        for module in layer.modules():
+            if type(module) is not torch.nn.Linear:
+                continue  # peft's LoRA wrappers hold their base layer as a plain nn.Linear child
+            for param in module.parameters(recurse=False):
+                if param.requires_grad or param.dtype != torch.float32:
+                    continue
+                param.data = param.data.to(torch.bfloat16)
+                changed += param.numel()
+    if changed:
+        # transformers 5 leaves loaded weights as views of the mmapped safetensors file: the fp32 pages read for the
+        # cast stay in the process's resident set as long as any tensor keeps the mapping open (1.4 GiB on the 0.5B
+        # shape). Copying the other frozen weights out of the mapping closes it.
+        for param in inner.parameters():
+            if not param.requires_grad and param.dtype == torch.float32:
+                param.data = param.data.clone()
+    return changed
 
 
 def resolve_targets(names: list[str]) -> list[str]:
@@ -181,11 +225,16 @@ def _freeze_notes(model, cfg: TrainConfig) -> list[str]:
 
 
 METHODS: dict[str, Method] = {
-    "lora": Method(_lora_with(), "default: small adapter on attention+MLP; ~1% of weights train, quick and safe"),
+    "lora": Method(
+        _lora_with(),
+        "default: small adapter on attention+MLP; ~1% of weights train, quick and safe",
+        bf16_frozen_base=True,
+    ),
     "lora-plus": Method(
         _lora_with(),
         "LoRA with a higher LR for B (loraplus_lr_ratio): often converges faster at the same cost",
         param_groups=_lora_plus_groups,
+        bf16_frozen_base=True,
     ),
     "dora": Method(
         _lora_with(use_dora=True),
@@ -195,14 +244,17 @@ METHODS: dict[str, Method] = {
     "rslora": Method(
         _lora_with(use_rslora=True),
         "rank-stabilised LoRA (scale alpha/sqrt(r)): use with high ranks (r >= 64)",
+        bf16_frozen_base=True,
     ),
     "pissa": Method(
         _lora_with(init_lora_weights="pissa_niter_4"),
         "LoRA initialised from the principal singular vectors (arXiv:2404.02948): faster early progress",
+        bf16_frozen_base=True,
     ),
     "olora": Method(
         _lora_with(init_lora_weights="olora"),
         "LoRA initialised from a QR decomposition of the weights (OLoRA, arXiv:2406.01775)",
+        bf16_frozen_base=True,
     ),
     "qlora": Method(
         _qlora, "LoRA on a 4-bit NF4 base (double quantisation): ~4x less memory for weights", quant="4bit"

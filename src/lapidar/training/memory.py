@@ -5,6 +5,8 @@ The model follows the training loop (`training/loop.py`, `training/loss.py`) ste
 - base weights stay in the dtype they were saved in (random-init presets: fp32 below 1B parameters, bf16 above;
   Qwen2.5 checkpoints: bf16); QLoRA keeps the decoder's linear layers in 4/8 bits and peft's
   `prepare_model_for_kbit_training` upcasts everything else (embeddings, lm_head, norms) to fp32;
+- under bf16 autocast, LoRA-family runs hold the decoder's frozen fp32 linear weights in bf16
+  (`methods.frozen_linears_to_bf16`; embeddings and norms keep their dtype);
 - adapters (LoRA, DoRA...) are fp32; gradients and AdamW states have the dtype of the parameter they belong to;
 - compute runs under bf16 autocast where `hardware.use_bf16` says so; autocast then keeps a bf16 copy of every linear
   weight of fp32 models for the backward pass;
@@ -203,6 +205,12 @@ class Plan:
         """The method's own optimiser (galore, q-galore) if it implies one, else `optimizer`."""
         return self.method_entry.optimizer or self.optimizer
 
+    @property
+    def bf16_frozen_linears(self) -> bool:
+        """Whether training holds the decoder's frozen fp32 linear weights in bf16 (methods.frozen_linears_to_bf16):
+        under bf16 autocast, for the adapter methods whose registry entry allows it."""
+        return self.bf16 and self.weight_bytes == 4 and self.quant_bits is None and self.method_entry.bf16_frozen_base
+
     def with_(self, **changes) -> Plan:
         """A copy with some fields changed."""
         return replace(self, **changes)
@@ -291,6 +299,8 @@ def _head_trains(plan: Plan) -> bool:
 def weight_bytes(plan: Plan) -> float:
     """Bytes of the base model's weights as lapidar holds them during training (one full copy)."""
     s = plan.shape
+    if plan.bf16_frozen_linears:
+        return s.n_params * 4 - s.layers * s.layer_linear_params * 2
     if plan.quant_bits is None:
         return s.n_params * plan.weight_bytes
     linear = s.layers * s.layer_linear_params
@@ -390,7 +400,7 @@ def activation_bytes(plan: Plan) -> tuple[float, float]:
         saved = len(per_layer) * tokens * s.hidden * resid + tokens * max(per_layer)
     else:
         saved = tokens * sum(per_layer)
-    if plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None:
+    if plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None and not plan.bf16_frozen_linears:
         # Autocast's bf16 copy of each linear weight is saved for the backward pass of every layer on the path.
         saved += len(per_layer) * s.layer_linear_params * 2
     # Outside the layers: final norm, the gathered label rows and their gradient, the 4-D attention mask.
