@@ -3,13 +3,18 @@ fewer bytes (methods.frozen_linears_to_bf16), and the memory estimate follows.""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from lapidar.methods import METHODS, frozen_linears_to_bf16
 from lapidar.models.loading import load_model, resolve_model
 from lapidar.models.presets import get_preset
+from lapidar.training.hardware import release_mapped_pages
 from lapidar.training.loss import causal_lm_loss
 from lapidar.training.memory import ModelShape, Plan, estimate_memory, weight_bytes
 
@@ -91,3 +96,41 @@ def test_estimate_counts_bf16_linear_weights_under_autocast(method):
         assert estimate_memory(plan).activations < estimate_memory(plan.with_(method="dora")).activations
     else:
         assert weight_bytes(plan) == weight_bytes(fp32) == shape.n_params * 4
+
+
+def _rss_file_mib() -> float:
+    status = open("/proc/self/status").read()  # noqa: SIM115
+    return int(next(line for line in status.splitlines() if line.startswith("RssFile:")).split()[1]) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
+def test_released_file_pages_leave_the_resident_set_and_no_live_value_changes(tmp_path):
+    # Three 16 MiB tensors back to back in one mmapped safetensors file, plus a small one sharing their pages.
+    g = torch.Generator().manual_seed(0)
+    saved = {f"w{i}": torch.randn(1024, 4096, generator=g) for i in range(3)} | {"tiny": torch.randn(3)}
+    save_file(saved, tmp_path / "model.safetensors")
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
+        loaded = {k: f.get_tensor(k) for k in saved}
+    before = _rss_file_mib()
+    copies = {k: t.to(torch.bfloat16) for k, t in loaded.items()}  # reads every page of the file
+    assert _rss_file_mib() - before > 40
+    live = [loaded["w1"], loaded["tiny"]]  # still in use: must keep their values
+    released = release_mapped_pages([loaded["w0"], loaded["w2"]], live)
+    assert 2 * 15 * 2**20 < released <= 2 * 16 * 2**20
+    assert _rss_file_mib() - before < 25
+    for k, t in loaded.items():  # the dropped ones read back from the file, the live ones never moved
+        assert torch.equal(t, saved[k]), k
+        assert torch.equal(copies[k], saved[k].to(torch.bfloat16)), k
+    # Anonymous memory is never touched.
+    anon = torch.randn(1024, 4096, generator=g)
+    assert release_mapped_pages([anon], []) == 0
+
+
+def test_bf16_cast_of_a_mapped_checkpoint_keeps_every_value(tmp_path):
+    model = load_model(resolve_model("tiny-qwen2.5", "random"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fp32 = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen_linears_to_bf16(model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fp32[k].to(v.dtype)), k

@@ -65,24 +65,37 @@ def frozen_linears_to_bf16(model) -> int:
     """
     import torch
 
+    from lapidar.training.hardware import release_mapped_pages
+
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def live() -> list:
+        return [*inner.parameters(), *inner.buffers()]
+
     changed = 0
     for layer in inner.model.layers:
+        dropped = []
         for module in layer.modules():
             if type(module) is not torch.nn.Linear:
                 continue  # peft's LoRA wrappers hold their base layer as a plain nn.Linear child
             for param in module.parameters(recurse=False):
                 if param.requires_grad or param.dtype != torch.float32:
                     continue
+                dropped.append(param.data)
                 param.data = param.data.to(torch.bfloat16)
                 changed += param.numel()
+        # transformers 5 leaves loaded weights as views of the mmapped safetensors file, and every fp32 page read
+        # for the cast would stay resident until the file is unmapped (all 1.9 GB of the 0.5B shape at once, beside
+        # the new copies): drop them layer by layer.
+        release_mapped_pages(dropped, live())
     if changed:
-        # transformers 5 leaves loaded weights as views of the mmapped safetensors file: the fp32 pages read for the
-        # cast stay in the process's resident set as long as any tensor keeps the mapping open (1.4 GiB on the 0.5B
-        # shape). Copying the other frozen weights out of the mapping closes it.
+        # The other frozen weights are copied out of the mapping too, so that it closes (a tied lm_head reads the
+        # whole embedding at every step and would page it back in), one tensor at a time for the same reason.
         for param in inner.parameters():
             if not param.requires_grad and param.dtype == torch.float32:
-                param.data = param.data.clone()
+                old = param.data
+                param.data = old.clone()
+                release_mapped_pages([old], live())
     return changed
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "native_bf16",
     "parse_memory",
     "quant_compute_bf16",
+    "release_mapped_pages",
     "return_freed_blocks",
     "this_machine",
     "use_bf16",
@@ -265,3 +266,60 @@ def return_freed_blocks(threshold: int = 1 << 20) -> bool:
     if not hasattr(libc, "gnu_get_libc_version"):
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+MADV_DONTNEED = 4  # Linux's madvise advice (asm-generic/mman-common.h)
+
+
+def release_mapped_pages(dropped: list, live: list, suffixes: tuple[str, ...] = (".safetensors",)) -> int:
+    """Unmap the resident pages of `dropped` tensors that are views of a mapped weight file; return the bytes
+    released.
+
+    transformers 5 leaves loaded weights as views of the mmapped checkpoint, and a page read once stays in the
+    resident set until the whole file is unmapped: casting an fp32 0.5B checkpoint's linear weights to bf16 kept all
+    1.9 GB of file pages resident beside the new copies (peak 3.4 GiB before the first step, 1.6 GiB after).
+    Call this once the values of `dropped` have been copied elsewhere. MADV_DONTNEED on a file mapping only drops
+    the pages: an unmodified page is read back from the file if anything touches it again. Only whole pages inside
+    a dropped tensor, inside a mapping of a file named `*{suffix}`, and outside every tensor in `live` (the ones
+    still in use, e.g. the model's parameters and buffers) are released, so no value still in use can change.
+    Linux only (reads /proc/self/maps); returns 0 and changes nothing elsewhere.
+    """
+    import ctypes
+    import ctypes.util
+    import mmap
+
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return 0
+    files = []
+    for line in maps:
+        fields = line.split(maxsplit=5)  # start-end perms offset dev inode [path]
+        if len(fields) == 6 and fields[5].strip().endswith(suffixes):
+            files.append(tuple(int(x, 16) for x in fields[0].split("-")))
+    name = ctypes.util.find_library("c")
+    if not files or name is None:
+        return 0
+    libc = ctypes.CDLL(name, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+    def span(t) -> tuple[int, int]:  # the bytes a (possibly strided) view reads
+        last = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    busy = sorted(span(t) for t in live if t.device.type == "cpu" and t.numel())
+    page, released = mmap.PAGESIZE, 0
+    for t in dropped:
+        if t.device.type != "cpu" or not t.numel():
+            continue
+        start, end = span(t)
+        if not t.is_contiguous() or not any(a <= start and end <= b for a, b in files):
+            continue
+        cuts = [(start, end)]
+        for a, b in busy:  # remove every live span from [start, end)
+            cuts = [piece for lo, hi in cuts for piece in ((lo, min(hi, a)), (max(lo, b), hi)) if piece[0] < piece[1]]
+        for lo, hi in cuts:
+            lo, hi = -(-lo // page) * page, hi // page * page  # whole pages only
+            if lo < hi and libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                released += hi - lo
+    return released
