@@ -51,6 +51,9 @@ class Method:
     # Whether the frozen linear weights of the decoder may be held in bf16 when training computes under bf16
     # autocast (`frozen_linears_to_bf16`): exact for adapters whose forward only multiplies by the base weight.
     bf16_frozen_base: bool = False
+    # Whether the LoRA layers are `fused_lora.FusedLoraLinear` (vanilla LoRA on plain nn.Linear layers only: not
+    # DoRA's variant, not bitsandbytes' quantised layers).
+    fused_lora: bool = False
 
 
 def frozen_linears_to_bf16(model) -> int:
@@ -133,8 +136,12 @@ def _embedding_options(model, cfg: TrainConfig, token_ids: list[int]) -> dict[st
 
 
 def _lora_with(**options: Any) -> Callable[[Any, TrainConfig, list[int]], Any]:
+    """A `prepare` for LoRA with peft `options`. Where the method's entry says `fused_lora`, the target layers are
+    `fused_lora.FusedLoraLinear` (peft's parameters and function, one autograd node per projection)."""
+
     def prepare(model, cfg: TrainConfig, token_ids: list[int]):
         """LoRA (Hu et al. 2021, arXiv:2106.09685): frozen base, low-rank A·B trained on the target projections."""
+        import torch
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
@@ -147,6 +154,10 @@ def _lora_with(**options: Any) -> Callable[[Any, TrainConfig, list[int]], Any]:
             **_embedding_options(model, cfg, token_ids),
             **options,
         )
+        if get_method(cfg.method).fused_lora:
+            from lapidar.methods.fused_lora import FusedLoraLinear
+
+            lora._register_custom_module({torch.nn.Linear: FusedLoraLinear})
         return get_peft_model(model, lora)
 
     return prepare
@@ -242,12 +253,14 @@ METHODS: dict[str, Method] = {
         _lora_with(),
         "default: small adapter on attention+MLP; ~1% of weights train, quick and safe",
         bf16_frozen_base=True,
+        fused_lora=True,
     ),
     "lora-plus": Method(
         _lora_with(),
         "LoRA with a higher LR for B (loraplus_lr_ratio): often converges faster at the same cost",
         param_groups=_lora_plus_groups,
         bf16_frozen_base=True,
+        fused_lora=True,
     ),
     "dora": Method(
         _lora_with(use_dora=True),
@@ -258,16 +271,19 @@ METHODS: dict[str, Method] = {
         _lora_with(use_rslora=True),
         "rank-stabilised LoRA (scale alpha/sqrt(r)): use with high ranks (r >= 64)",
         bf16_frozen_base=True,
+        fused_lora=True,
     ),
     "pissa": Method(
         _lora_with(init_lora_weights="pissa_niter_4"),
         "LoRA initialised from the principal singular vectors (arXiv:2404.02948): faster early progress",
         bf16_frozen_base=True,
+        fused_lora=True,
     ),
     "olora": Method(
         _lora_with(init_lora_weights="olora"),
         "LoRA initialised from a QR decomposition of the weights (OLoRA, arXiv:2406.01775)",
         bf16_frozen_base=True,
+        fused_lora=True,
     ),
     "qlora": Method(
         _qlora, "LoRA on a 4-bit NF4 base (double quantisation): ~4x less memory for weights", quant="4bit"

@@ -342,21 +342,28 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     Measured with saved-tensor hooks (HF Qwen2 layer, SDPA) for fp32 weights, with and without bf16 autocast:
     a layer whose weights train keeps 40h + 16i bytes per token in fp32 (34h + 8i under autocast); a frozen layer
     that only passes gradients down keeps 24h + 12i (16h + 6i). LoRA adds what its modules keep: with dropout
-    each targeted module saves its dropped-out input (fp32); without dropout the shared inputs.
+    each targeted module saves its dropped-out input (and, fused, the mask); without dropout the shared inputs.
     """
     h, i = plan.shape.hidden, plan.shape.intermediate
     # Under autocast with fp32 weights (or a quantised base, whose other weights peft upcasts to fp32) the saved
     # tensors are a mix of bf16 casts and fp32 norms; with bf16 weights everything is bf16.
     autocast_fp32_weights = plan.bf16 and (plan.weight_bytes == 4 or plan.quant_bits is not None)
     targets = set(plan.targets) if plan.adapter else set()
+    fused = plan.method_entry.fused_lora
     if autocast_fp32_weights:
         base = 34 * h + 8 * i if trainable_layer else 16 * h + 6 * i
-        extra_attn0, extra_gu0, extra_down0 = 9.6 * h, 4.8 * h, 2.8 * i
-        drop_attn, drop_gu, drop_down = 4 * h, 4 * h, 4 * i
+        extra_attn0, extra_gu0, extra_down0 = (7.6 if fused else 9.6) * h, 4.8 * h, 2.8 * i
+        drop_attn, drop_gu, drop_down = 4.0 * h, 4.0 * h, 4.0 * i
     else:
         base = 40 * h + 16 * i if trainable_layer else 24 * h + 12 * i
         extra_attn0, extra_gu0, extra_down0 = 4 * h, 4 * h, 4 * i
         drop_attn, drop_gu, drop_down = 7 * h, 6 * h, 4 * i
+    if fused:
+        # methods.fused_lora keeps each module's dropped input and a bool mask instead of peft's separate dropout,
+        # cast and base-path tensors (saved-tensor hooks, all-linear: 8h + i per token under autocast, 22h + i in
+        # fp32, against peft's 24h + 4i and 40h + 4i).
+        drop_attn = drop_gu = (4 / 3 if autocast_fp32_weights else 11 / 3) * h
+        drop_down = i
     extra = 0.0
     if targets:
         extra += extra_attn0 if targets & set(ATTENTION) else 0.0

@@ -1,0 +1,148 @@
+"""The fused LoRA layer (methods.fused_lora) against peft's own layer: the same outputs and gradients, with and
+without dropout, in fp32 and under bf16 autocast; the same adapter on disk; peft's path wherever fusing would not
+compute the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from lapidar.methods.fused_lora import FusedLoraLinear, keep_mask, lora_linear
+
+
+def _pair(bias: bool = True, dropout: float = 0.0, r: int = 4, bf16_base: bool = False):
+    """Two identical one-layer peft models: peft's layer and the fused one."""
+    out = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(24, 40, bias=bias))
+        if bf16_base:
+            model[0].to(torch.bfloat16)
+        cfg = LoraConfig(r=r, lora_alpha=8, lora_dropout=dropout, target_modules=["0"])
+        if fused:
+            cfg._register_custom_module({nn.Linear: FusedLoraLinear})
+        peft_model = get_peft_model(model, cfg)
+        layer = peft_model.base_model.model[0]
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.3)  # B starts at zero
+        out.append((peft_model, layer))
+    assert type(out[0][1]) is not FusedLoraLinear and type(out[1][1]) is FusedLoraLinear
+    return out
+
+
+def _grads(model, x, autocast: bool):
+    x = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = model(x)
+    (y.float() * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return y.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fp32_outputs_and_gradients_match_peft(bias):
+    (ref, _), (fused, _) = _pair(bias=bias)
+    x = torch.randn(3, 7, 24)
+    y0, gx0, g0 = _grads(ref, x, autocast=False)
+    y1, gx1, g1 = _grads(fused, x, autocast=False)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-5)
+    assert g1.keys() == g0.keys() and len(g0) == 2
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bf16_base", [False, True])
+def test_bf16_autocast_outputs_and_gradients_match_peft(bf16_base):
+    (ref, _), (fused, _) = _pair(bf16_base=bf16_base)
+    x = torch.randn(2, 5, 24)
+    y0, gx0, g0 = _grads(ref, x, autocast=True)
+    y1, gx1, g1 = _grads(fused, x, autocast=True)
+    assert y1.dtype == y0.dtype == torch.bfloat16
+    assert gx1.dtype == gx0.dtype == torch.float32
+    # One bf16 rounding placed differently (scaling before or after B, the two input gradients summed in bf16).
+    torch.testing.assert_close(y1.float(), y0.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx1, gx0, rtol=2e-2, atol=2e-2)
+    for name in g0:
+        assert g1[name].dtype == torch.float32
+        torch.testing.assert_close(g1[name], g0[name], rtol=2e-2, atol=2e-2)
+
+
+def test_dropout_matches_the_same_mask_applied_by_hand():
+    torch.manual_seed(3)
+    x = torch.randn(6, 24, requires_grad=True)
+    w, b = torch.randn(40, 24), torch.randn(40)
+    a = torch.randn(4, 24, requires_grad=True)
+    bb = torch.randn(40, 4, requires_grad=True)
+    mask = torch.rand(6, 24) > 0.25
+    y = lora_linear(x, w, b, a, bb, scaling=2.0, p=0.25, mask=mask)
+    (y * torch.linspace(-1, 1, 40)).sum().backward()
+    fused = (x.grad, a.grad, bb.grad)
+    x2, a2, b2 = (t.detach().clone().requires_grad_(True) for t in (x, a, bb))
+    ref = x2 @ w.t() + b + ((x2 * mask / 0.75) @ a2.t()) @ b2.t() * 2.0
+    (ref * torch.linspace(-1, 1, 40)).sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused, (x2.grad, a2.grad, b2.grad), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_mask_drops_at_the_rate_asked_and_follows_the_seed():
+    torch.manual_seed(0)
+    mask, p = keep_mask((512, 1024), 0.1, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask.shape == (512, 1024)
+    assert abs(p - 0.1) < 1 / 65536
+    assert abs((~mask).float().mean().item() - 0.1) < 0.003
+    # Every 16-bit lane is random (a draw that leaves the sign bit of each word unset would keep every 4th element).
+    lanes = (~mask).view(-1, 4).float().mean(0)
+    assert torch.all((lanes - 0.1).abs() < 0.005), lanes
+    torch.manual_seed(0)
+    again, _ = keep_mask((512, 1024), 0.1, torch.device("cpu"))
+    assert torch.equal(mask, again)
+    assert keep_mask((3, 5), 0.0, torch.device("cpu"))[0].all()
+
+
+def test_dropout_runs_only_in_training_mode_and_is_unbiased():
+    (_, _), (fused, layer) = _pair(dropout=0.5, bias=False)
+    x = torch.randn(4000, 24)
+    fused.eval()
+    with torch.no_grad():
+        clean = fused(x)
+        assert torch.equal(clean, fused(x))  # no dropout in eval mode
+    fused.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        noisy = torch.stack([fused(x) for _ in range(8)]).mean(0)
+    assert not torch.equal(noisy, clean)
+    base = x @ layer.base_layer.weight.t()
+    # The mean over masks of the LoRA update is the update without dropout (the rescaling is right).
+    ratio = ((noisy - base).norm() / (clean - base).norm()).item()
+    assert 0.9 < ratio < 1.1
+
+
+def test_peft_forward_runs_where_fusing_would_change_the_function():
+    (_, _), (fused, layer) = _pair()
+    x = torch.randn(2, 24)
+    with fused.disable_adapter():
+        torch.testing.assert_close(fused(x), x @ layer.base_layer.weight.t() + layer.base_layer.bias)
+    layer.base_layer.weight.requires_grad_(True)  # a trainable base: peft's path gives it a gradient
+    fused(x).sum().backward()
+    assert layer.base_layer.weight.grad is not None
+    layer.base_layer.weight.requires_grad_(False)
+    assert layer._fusable(x.to(torch.bfloat16), (), {}) is None  # mixed dtypes without autocast
+    assert layer._fusable(x, (), {}) == "default"
+
+
+def test_the_adapter_on_disk_is_peft_s_and_merges(tmp_path):
+    _, (fused, _) = _pair(dropout=0.1)
+    fused.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(24, 40))
+    loaded = PeftModel.from_pretrained(plain, tmp_path)
+    assert type(loaded.base_model.model[0]) is not FusedLoraLinear
+    x = torch.randn(5, 24)
+    fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), fused(x))
+        merged = fused.merge_and_unload()
+        torch.testing.assert_close(merged(x), loaded(x), rtol=1e-5, atol=1e-5)
