@@ -10,6 +10,7 @@ from lapidar.errors import UserError
 from lapidar.models.presets import get_preset
 from lapidar.training.estimate import NO_FIT, estimate, fixes, verdict
 from lapidar.training.hardware import GPUS, find_gpu, parse_memory
+from lapidar.training.loss import FUSED_CHUNK
 from lapidar.training.memory import GiB, ModelShape, Plan, estimate_memory, logits_bytes, lora_params
 
 
@@ -95,11 +96,13 @@ def test_zero3_shards_weights_over_gpus():
 
 
 def test_logits_memory_is_one_chunk_of_label_positions():
-    # The fused loss keeps one [512, V] fp32 buffer however long the rows are (plus bf16 copies under autocast).
-    short = logits_bytes(_plan(method="lora", batch_size=1, seq_len=256, bf16=False, weight_bytes=4))
+    # The fused loss keeps one [FUSED_CHUNK, V] fp32 buffer however long the rows are (plus bf16 copies under
+    # autocast).
+    short = logits_bytes(_plan(method="lora", batch_size=1, seq_len=128, bf16=False, weight_bytes=4))
     long = logits_bytes(_plan(method="lora", batch_size=8, seq_len=4096, bf16=False, weight_bytes=4))
-    assert short == 256 * 152064 * 4
-    assert long == 512 * 152064 * 4
+    assert FUSED_CHUNK == 256
+    assert short == 128 * 152064 * 4
+    assert long == FUSED_CHUNK * 152064 * 4
 
 
 def test_fixes_fit_and_say_what_to_change():

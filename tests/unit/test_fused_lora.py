@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from lapidar.methods.fused_lora import FusedLoraLinear, keep_mask, lora_linear
+from lapidar.methods.fused_lora import FusedLoraLinear, draw_seed, keep_mask, lora_linear
 
 
 def _pair(bias: bool = True, dropout: float = 0.0, r: int = 4, bf16_base: bool = False):
@@ -75,8 +75,9 @@ def test_dropout_matches_the_same_mask_applied_by_hand():
     w, b = torch.randn(40, 24), torch.randn(40)
     a = torch.randn(4, 24, requires_grad=True)
     bb = torch.randn(40, 4, requires_grad=True)
-    mask = torch.rand(6, 24) > 0.25
-    y = lora_linear(x, w, b, a, bb, scaling=2.0, p=0.25, mask=mask)
+    mask, kept = keep_mask((6, 24), 0.25, torch.device("cpu"), seed=11)
+    assert kept == 0.25 and 0 < mask.sum() < mask.numel()
+    y = lora_linear(x, w, b, a, bb, scaling=2.0, p=0.25, seed=11)
     (y * torch.linspace(-1, 1, 40)).sum().backward()
     fused = (x.grad, a.grad, bb.grad)
     x2, a2, b2 = (t.detach().clone().requires_grad_(True) for t in (x, a, bb))
@@ -88,18 +89,39 @@ def test_dropout_matches_the_same_mask_applied_by_hand():
 
 
 def test_keep_mask_drops_at_the_rate_asked_and_follows_the_seed():
-    torch.manual_seed(0)
-    mask, p = keep_mask((512, 1024), 0.1, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    mask, p = keep_mask((512, 1024), 0.1, cpu, seed=5)
     assert mask.dtype == torch.bool and mask.shape == (512, 1024)
     assert abs(p - 0.1) < 1 / 65536
     assert abs((~mask).float().mean().item() - 0.1) < 0.003
     # Every 16-bit lane is random (a draw that leaves the sign bit of each word unset would keep every 4th element).
     lanes = (~mask).view(-1, 4).float().mean(0)
     assert torch.all((lanes - 0.1).abs() < 0.005), lanes
+    assert torch.equal(mask, keep_mask((512, 1024), 0.1, cpu, seed=5)[0])
+    assert not torch.equal(mask, keep_mask((512, 1024), 0.1, cpu, seed=6)[0])
+    assert keep_mask((3, 5), 0.0, cpu, seed=1)[0].all()
     torch.manual_seed(0)
-    again, _ = keep_mask((512, 1024), 0.1, torch.device("cpu"))
-    assert torch.equal(mask, again)
-    assert keep_mask((3, 5), 0.0, torch.device("cpu"))[0].all()
+    seeds = [draw_seed(), draw_seed()]
+    torch.manual_seed(0)
+    assert [draw_seed(), draw_seed()] == seeds and seeds[0] != seeds[1]
+
+
+def test_checkpointed_recompute_draws_the_same_masks():
+    (_, _), (fused, _) = _pair(dropout=0.3)
+    x = torch.randn(8, 24)
+
+    def grads(checkpointed: bool):
+        fused.zero_grad()
+        torch.manual_seed(4)
+        xi = x.clone().requires_grad_(True)
+        run = (
+            fused if not checkpointed else (lambda t: torch.utils.checkpoint.checkpoint(fused, t, use_reentrant=False))
+        )
+        (run(xi) * torch.linspace(-1, 1, 40)).sum().backward()
+        return [xi.grad.clone()] + [p.grad.clone() for p in fused.parameters() if p.grad is not None]
+
+    for plain, recomputed in zip(grads(False), grads(True), strict=True):
+        assert torch.equal(plain, recomputed)
 
 
 def test_dropout_runs_only_in_training_mode_and_is_unbiased():
