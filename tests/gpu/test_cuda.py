@@ -55,3 +55,36 @@ def test_qlora_on_plain_transformers_directories_on_cuda(method, tmp_path, tiny_
         assert summary["device"].startswith("cuda"), name
         assert math.isfinite(summary["final_train_loss"]) and math.isfinite(summary["best_val_loss"]), name
         assert (out / "adapter" / "adapter_model.safetensors").is_file(), name
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_lora_matches_peft_on_cuda(autocast):
+    # The CPU equivalence tests (tests/unit/test_fused_lora.py), on the GPU: same outputs and gradients as peft's
+    # layer without dropout, and an unbiased dropout drawn from a CUDA generator.
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+
+    from lapidar.methods.fused_lora import FusedLoraLinear
+
+    outs = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["0"])
+        if fused:
+            cfg._register_custom_module({nn.Linear: FusedLoraLinear})
+        model = get_peft_model(nn.Sequential(nn.Linear(64, 96)), cfg).cuda()
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                nn.init.normal_(p, std=0.3)
+        x = torch.randn(4, 33, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+        x.requires_grad_(True)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
+            y = model(x)
+        y.float().pow(2).sum().backward()
+        outs.append((y.float(), x.grad, [p.grad for p in model.parameters() if p.grad is not None]))
+    tol = {"rtol": 3e-2, "atol": 3e-2} if autocast else {"rtol": 1e-4, "atol": 1e-4}
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
+    torch.testing.assert_close(outs[1][1], outs[0][1], **tol)
+    for a, b in zip(outs[1][2], outs[0][2], strict=True):
+        torch.testing.assert_close(a, b, **tol)

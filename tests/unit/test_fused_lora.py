@@ -168,3 +168,45 @@ def test_the_adapter_on_disk_is_peft_s_and_merges(tmp_path):
         torch.testing.assert_close(loaded(x), fused(x))
         merged = fused.merge_and_unload()
         torch.testing.assert_close(merged(x), loaded(x), rtol=1e-5, atol=1e-5)
+
+
+def test_projections_reading_one_input_share_its_cast_and_match_peft():
+    # q/k/v-like: three LoRA layers read the same fp32 hidden states under bf16 autocast.
+    models = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = nn.ModuleDict({n: nn.Linear(24, 40) for n in ("q", "k", "v")})
+        cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q", "k", "v"])
+        if fused:
+            cfg._register_custom_module({nn.Linear: FusedLoraLinear})
+        models.append(get_peft_model(model, cfg))
+        for name, p in models[-1].named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(6, 24)
+    results = []
+    for model in models:
+        xi = x.clone().requires_grad_(True)
+        inner = model.base_model.model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ys = [inner[n](xi) for n in ("q", "k", "v")]
+        sum((y.float() * (i + 1)).sum() for i, y in enumerate(ys)).backward()
+        results.append((ys, xi.grad))
+    (ys0, gx0), (ys1, gx1) = results
+    for y0, y1 in zip(ys0, ys1, strict=True):
+        torch.testing.assert_close(y1.float(), y0.float(), rtol=2e-2, atol=2e-2)
+    assert gx1.dtype == torch.float32
+    torch.testing.assert_close(gx1, gx0, rtol=2e-2, atol=2e-2)
+
+
+def test_the_shared_cast_is_never_stale():
+    from lapidar.methods.fused_lora import _shared_cast
+
+    x = torch.randn(4, 8)
+    first = _shared_cast(x, torch.bfloat16)
+    assert _shared_cast(x, torch.bfloat16) is first  # the same unchanged tensor: one copy
+    x.add_(1.0)  # changed in place: cast again
+    again = _shared_cast(x, torch.bfloat16)
+    assert again is not first and torch.equal(again, x.to(torch.bfloat16))
+    assert _shared_cast(x.clone(), torch.bfloat16) is not again  # another tensor with the same values
+    assert _shared_cast(x, torch.float32).data_ptr() == x.data_ptr()  # no cast needed: no copy

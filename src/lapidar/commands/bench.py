@@ -31,6 +31,15 @@ def bench(
             "recipes set it; fp32 on CPUs that would only emulate it, several times slower).",
         ),
     ] = None,
+    lora_dropout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="LoRA dropout of both stacks (default: lapidar's default). With dropout the two stacks draw different "
+            "masks, and the per-step losses differ by that noise; 0 compares the numerics alone.",
+        ),
+    ] = 0.05,
     val_rows: Annotated[int, typer.Option(min=1, help="Validation conversations (each pass costs a forward).")] = 12,
     output: Annotated[Path, typer.Option(help="Directory for bench.json, the data and both runs.")] = Path(
         "runs/bench"
@@ -49,6 +58,7 @@ def bench(
         batch_size=batch_size,
         max_length=max_length,
         eval_steps=eval_steps or max(steps // 2, 1),
+        lora_dropout=lora_dropout,
         plain_bf16=native_bf16() if plain_bf16 is None else plain_bf16,
     )
     main(spec, output, console, n_val=val_rows)

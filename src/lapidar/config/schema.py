@@ -146,6 +146,14 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = setting(
         False, group="compute", help="Recompute activations in backward: less memory, ~1/3 more compute."
     )
+    checkpoint_layers: int | None = setting(
+        None,
+        group="compute",
+        ge=0,
+        help="Recompute the activations of the first N decoder layers in backward (selective checkpointing). "
+        "Unset: chosen from the memory estimate before the weights load, none when the run fits, else the fewest "
+        "layers that make it fit (said in the first lines); 0: never. --gradient-checkpointing means all layers.",
+    )
     padding_free: bool = setting(
         True,
         group="compute",

@@ -11,7 +11,9 @@ again, plus two fp32 input gradients that are summed. On the Qwen2.5-0.5B shape 
 random words (4x fewer generator calls), the mask applied in the compute dtype, `scaling / (1 - p)` folded into the
 rank-r activation, and the update accumulated into the base output by `addmm_`. It saves the dropped input (compute
 dtype) and the rank-r activation; the mask is drawn again from its seed in the backward pass rather than kept
-(1 byte per input element per module: 0.4 GB on the 0.5B bench batch, for about 2% of the step time). The drop probability is rounded to a multiple of 1/65536
+(1 byte per input element per module: 0.4 GB on the 0.5B bench batch, for about 2% of the step time). The bf16 copy
+of an input is made once and shared by the projections that read it (q/k/v, gate/up), and kept for the backward
+pass in place of each module's dropped copy, which is made again from it. The drop probability is rounded to a multiple of 1/65536
 (0.05 -> 0.0500030518), and the rescaling uses that rounded value, so the layer stays unbiased.
 
 Used for the vanilla LoRA family (lora, lora-plus, rslora, pissa, olora) through peft's custom-module hook, so the
@@ -23,6 +25,8 @@ tests/unit/test_fused_lora.py.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, cast
 
 import torch
@@ -61,35 +65,64 @@ def draw_seed() -> int:
 
 
 class _LoraLinear(torch.autograd.Function):
-    """y = x W^T + b + ((x * m) A^T) B^T * s, with W and b frozen and every tensor in one dtype; m is the dropout
-    mask of `seed` (none when seed is None)."""
+    """y = xc W^T + b + ((xc * m) A^T) B^T * s, with W and b frozen and every tensor in xc's dtype; m is the dropout
+    mask of `seed` (none when seed is None). `xc` is `x` in the compute dtype, detached (possibly shared by the
+    projections that read the same input); `x` only carries the gradient, in its own dtype."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scale: float, p: float, seed: int | None):
-        # x [..., in], weight [out, in], bias [out] | None, lora_a [r, in], lora_b [out, r]
-        x2 = x.reshape(-1, x.shape[-1])
+    def forward(ctx, x, xc, weight, bias, lora_a, lora_b, scale: float, p: float, seed: int | None):
+        # x, xc [..., in], weight [out, in], bias [out] | None, lora_a [r, in], lora_b [out, r]
+        x2 = xc.reshape(-1, xc.shape[-1])
         y = torch.nn.functional.linear(x2, weight, bias)  # [N, out]
         dropped = x2 if seed is None else x2 * keep_mask(x2.shape, p, x2.device, seed)[0]
         h = (dropped @ lora_a.t()) * scale  # [N, r]: the scaling folded into the rank-r activation
         y.addmm_(h, lora_b.t())
-        ctx.save_for_backward(dropped, weight, lora_a, lora_b, h)
-        ctx.scale, ctx.p, ctx.seed = scale, p, seed
-        return y.view(*x.shape[:-1], y.shape[-1])
+        # Only the shared input is kept: the dropped copy is made again from it and the mask's seed.
+        ctx.save_for_backward(xc, weight, lora_a, lora_b, h)
+        ctx.scale, ctx.p, ctx.seed, ctx.x_dtype = scale, p, seed, x.dtype
+        return y.view(*xc.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
-        dropped, weight, lora_a, lora_b, h = ctx.saved_tensors
+        xc, weight, lora_a, lora_b, h = ctx.saved_tensors
+        x2 = xc.reshape(-1, xc.shape[-1])
+        mask = None if ctx.seed is None else keep_mask(x2.shape, ctx.p, x2.device, ctx.seed)[0]
         g = grad.reshape(-1, grad.shape[-1])  # [N, out]
         grad_h = (g @ lora_b) * ctx.scale  # [N, r]
-        grad_a = grad_h.t() @ dropped  # [r, in]
+        grad_a = grad_h.t() @ (x2 if mask is None else x2 * mask)  # [r, in]
         grad_b = g.t() @ h  # [out, r]
         grad_x = None
         if ctx.needs_input_grad[0]:
             through_lora = grad_h @ lora_a  # [N, in]
-            if ctx.seed is not None:  # the forward's mask, drawn again (1 byte per input element not kept)
-                through_lora.mul_(keep_mask(through_lora.shape, ctx.p, through_lora.device, ctx.seed)[0])
+            if mask is not None:
+                through_lora.mul_(mask)
             grad_x = torch.addmm(through_lora, g, weight).view(*grad.shape[:-1], weight.shape[1])
-        return grad_x, None, None, grad_a, grad_b, None, None, None
+            # Returned in x's dtype, so that the gradients of projections sharing an input add up in fp32, as
+            # they do under autocast.
+            grad_x = grad_x.to(ctx.x_dtype)
+        return grad_x, None, None, None, grad_a, grad_b, None, None, None
+
+
+class _SharedCast(threading.local):
+    """The compute-dtype copy of the last input cast, reused while the same unchanged tensor comes again: q, k and
+    v (and gate and up) read the same normed hidden states, and one bf16 copy serves all of them, forward and
+    backward. One entry per thread (a web worker may train beside another)."""
+
+    entry: tuple[tuple, weakref.ref, torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if x.dtype == dtype:
+            return x.detach()
+        key = (id(x), x._version, dtype)
+        if self.entry is not None and self.entry[0] == key and self.entry[1]() is x:
+            return self.entry[2]
+        with torch.no_grad():
+            copy = x.to(dtype)
+        self.entry = (key, weakref.ref(x), copy)
+        return copy
+
+
+_shared_cast = _SharedCast()
 
 
 def lora_linear(
@@ -102,17 +135,20 @@ def lora_linear(
     p: float,
     seed: int | None = None,
 ) -> torch.Tensor:
-    """`linear(x, weight, bias) + linear(linear(dropout(x, p), lora_a), lora_b) * scaling` in one autograd node.
+    """`linear(x, weight, bias) + linear(linear(dropout(x, p), lora_a), lora_b) * scaling` in one autograd node,
+    computed in `weight`'s dtype (x is cast to it once, and the copy shared with the next call on the same x); the
+    gradient of x comes back in x's dtype.
 
-    Every tensor must have one dtype (the caller casts under autocast); `weight` and `bias` must not require grad.
-    `p > 0` applies the dropout mask `keep_mask(x.shape, p, x.device, seed)` (a fresh seed from `draw_seed` unless
-    given); `p == 0` means no dropout (evaluation).
+    `weight`, `bias`, `lora_a` and `lora_b` must have one dtype (the caller casts under autocast); `weight` and
+    `bias` must not require grad. `p > 0` applies the dropout mask `keep_mask(x.shape, p, x.device, seed)` (a fresh
+    seed from `draw_seed` unless given); `p == 0` means no dropout (evaluation).
     """
+    xc = _shared_cast(x, weight.dtype)
     if p <= 0:
-        return _LoraLinear.apply(x, weight, bias, lora_a, lora_b, scaling, 0.0, None)
+        return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling, 0.0, None)
     kept = round(p * _P_STEPS) / _P_STEPS  # the rate keep_mask drops at
     seed = draw_seed() if seed is None else seed
-    return _LoraLinear.apply(x, weight, bias, lora_a, lora_b, scaling / (1 - kept), p, seed)
+    return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling / (1 - kept), p, seed)
 
 
 class FusedLoraLinear(PeftLoraLinear):
@@ -150,5 +186,5 @@ class FusedLoraLinear(PeftLoraLinear):
             # as under autocast.
             bias = None if base.bias is None else base.bias.to(dtype)
             return lora_linear(
-                x.to(dtype), base.weight.to(dtype), bias, a.weight.to(dtype), b.weight.to(dtype), self.scaling[name], p
+                x, base.weight.to(dtype), bias, a.weight.to(dtype), b.weight.to(dtype), self.scaling[name], p
             )

@@ -23,6 +23,7 @@ __all__ = [
     "PAD_TOKEN",
     "build_tokenizer",
     "chat_template",
+    "checkpoint_first_layers",
     "save_tokenizer",
 ]
 
@@ -143,3 +144,18 @@ def save_tokenizer(tokenizer, directory: Path) -> None:
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "Qwen2Tokenizer"
     write_json(cfg_path, cfg)
+
+
+def checkpoint_first_layers(model, n: int) -> int:
+    """Recompute activations in the backward pass for the first `n` decoder layers only (selective checkpointing),
+    once `gradient_checkpointing_enable` has given every layer its checkpoint function; returns how many are on.
+
+    transformers' decoder layers (`GradientCheckpointingLayer`) checkpoint themselves when their
+    `gradient_checkpointing` flag is set; which layers are chosen does not change the memory (every layer's saved
+    tensors live until the backward pass reaches it), so the bottom ones are.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = inner.model.layers
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = index < n
+    return min(n, len(layers))

@@ -34,6 +34,7 @@ from lapidar.evaluation.diagnosis import diagnose, print_findings
 from lapidar.io import write_json
 from lapidar.methods import apply_method, frozen_linears_to_bf16, get_method, quantization_config, resolve_targets
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
+from lapidar.models.qwen import checkpoint_first_layers
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
 from lapidar.training.distributed import World, check_strategy, join, launch, launch_ray
@@ -200,9 +201,11 @@ def load_prepared_model(run: RunData):
     init_new_rows(model, run.new_tokens)
     if torch.cuda.is_available() and quant is None:
         model = model.to("cuda")
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing or cfg.checkpoint_layers:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not cfg.gradient_checkpointing:
+            checkpoint_first_layers(model, cfg.checkpoint_layers)
     model = apply_method(model, cfg, run.new_tokens.ids, run.notes)  # what the method says about this model
     n_params = sum(p.numel() for p in model.parameters())
     if method.bf16_frozen_base and quant is None and use_bf16(cfg.precision, n_params):
@@ -313,17 +316,32 @@ def _check_memory(run: RunData, console: Console, world: World, processes: int =
     rows = objective.memory_rows(run.train)
     sized = cfg.model_copy(update={"batch_size": cfg.batch_size * objective.rows_per_item})
     if world.size == 1:
-        check_fits(sized, console, rows, processes)
+        _checkpoint_layers(run, check_fits(sized, console, rows, processes))
         return
-    problem = None
-    if world.main and not os.environ.get(PREPARED_ENV):
+    problem, layers = None, None
+    if world.main:
+        # Under `--nproc` the launcher has printed the estimate and refused or allowed the run; process 0 decides
+        # the checkpointed layers again, quietly, for all of them.
+        launched = bool(os.environ.get(PREPARED_ENV))
         try:
-            check_fits(sized, console, rows, int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
+            out = Console(file=io.StringIO()) if launched else console
+            layers = check_fits(sized, out, rows, int(os.environ.get("LOCAL_WORLD_SIZE", world.size)))
         except UserError as e:
-            problem = str(e)
-    problem = world.broadcast(problem)
+            problem = None if launched else str(e)
+    problem, layers = world.broadcast((problem, layers))
     if problem:
         raise UserError(problem)
+    _checkpoint_layers(run, layers)
+
+
+def _checkpoint_layers(run: RunData, layers: int | None) -> None:
+    """Train with the first `layers` decoder layers checkpointed, as the memory check chose (None: as configured)."""
+    if layers is not None:
+        run.cfg = run.cfg.model_copy(update={"checkpoint_layers": layers})
+        run.notes.append(
+            f"selective activation checkpointing: the first {layers} decoder layers recompute their activations in "
+            "the backward pass, so that the run fits this machine's memory (--checkpoint-layers 0 turns it off)"
+        )
 
 
 def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[dict, Path]:

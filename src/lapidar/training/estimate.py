@@ -41,6 +41,7 @@ __all__ = [
     "Fix",
     "Report",
     "check_fits",
+    "checkpoint_choice",
     "data_stats",
     "epoch_seconds",
     "estimate",
@@ -79,6 +80,7 @@ MEMORY_FIELDS = (
     "grad_accum",
     "precision",
     "gradient_checkpointing",
+    "checkpoint_layers",
     "padding_free",
 )
 
@@ -138,6 +140,7 @@ class Report:
             "seq_len": p.seq_len,
             "label_tokens": p.labels,
             "gradient_checkpointing": p.gradient_checkpointing,
+            "checkpoint_layers": p.checkpointed_layers,
             "precision": precision(p),
             "quant": p.quant_bits,
             "gpus": p.gpus,
@@ -289,6 +292,7 @@ def plan_from_config(
         label_tokens=labels,
         grad_accum=cfg.grad_accum,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        checkpoint_layers=cfg.checkpoint_layers or 0,
         weight_bytes=weight_bytes,
         bf16=bf16,
         quant=quant or method.quant,
@@ -316,6 +320,19 @@ def verdict(peak: float, capacity: float) -> str:
     return NO_FIT
 
 
+def checkpoint_choice(plan: Plan, capacity: float) -> tuple[int, MemoryEstimate] | None:
+    """The fewest decoder layers to checkpoint (the first N) for `plan` to fit `capacity` by the estimate's margin,
+    with that estimate: selective checkpointing recomputes only as much as the memory needs. None when nothing
+    short of every layer would do, or when all of them would not fit either."""
+    if plan.gradient_checkpointing:
+        return None
+    for k in range(max(plan.checkpoint_layers, 0) + 1, plan.shape.layers + 1):
+        est = estimate_memory(plan.with_(checkpoint_layers=k))
+        if verdict(est.total, capacity) == FITS:
+            return k, est
+    return None
+
+
 def _candidates(plan: Plan, multi_gpu: bool = True) -> list[tuple[str, str, Plan]]:
     """(lever, change, plan) for single changes, cheapest first: the same training a little slower, then less
     memory for some quality, then shorter rows, then more GPUs (`multi_gpu`: only where `--gpus` is a flag)."""
@@ -327,6 +344,11 @@ def _candidates(plan: Plan, multi_gpu: bool = True) -> list[tuple[str, str, Plan
             change = f"--batch-size {b} --grad-accum {accum} (same effective batch)"
             out.append(("batch", change, plan.with_(batch_size=b, grad_accum=accum, label_tokens=labels)))
     if not plan.gradient_checkpointing:
+        n = plan.shape.layers
+        for k in sorted({n // 4, n // 2}):
+            if plan.checkpointed_layers < k < n:
+                change = f"--checkpoint-layers {k} (~{round(100 * k / (3 * n))}% more compute)"
+                out.append(("ckpt", change, plan.with_(checkpoint_layers=k)))
         out.append(("ckpt", "--gradient-checkpointing (~1/3 more compute)", plan.with_(gradient_checkpointing=True)))
     if plan.adapter and set(plan.targets) - {"q_proj", "v_proj"}:
         change = "--target-modules q_proj,v_proj (fewer LoRA modules)"
@@ -528,7 +550,7 @@ def print_report(console: Console, report: Report) -> None:
     p, est = report.plan, report.estimate
     title = (
         f"{escape(report.model)} ({p.shape.n_params / 1e9:.2f}B) · {p.method} · batch {p.batch_size}x{p.grad_accum} · "
-        f"{p.seq_len} tokens · {precision(p)}{' · checkpointing' if p.gradient_checkpointing else ''}"
+        f"{p.seq_len} tokens · {precision(p)}{_checkpointing_label(p)}"
         + (f" · {p.quant_bits}" if p.quant_bits else "")
         + (f" · {p.gpus} GPUs ZeRO-{p.zero}{' offload' if p.offload else ''}" if p.gpus > 1 else "")
     )
@@ -566,8 +588,17 @@ def print_report(console: Console, report: Report) -> None:
 # ---------------------------------------------------------------- the check before training
 
 
-def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, processes: int = 1) -> None:
-    """Print the memory estimate of `cfg` on this machine; raise UserError when it clearly cannot fit.
+def _checkpointing_label(p: Plan) -> str:
+    k = p.checkpointed_layers
+    if not k:
+        return ""
+    return " · checkpointing" if k == p.shape.layers else f" · checkpointing {k}/{p.shape.layers} layers"
+
+
+def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, processes: int = 1) -> int | None:
+    """Print the memory estimate of `cfg` on this machine; raise UserError when it clearly cannot fit. Returns the
+    number of decoder layers to checkpoint when `cfg.checkpoint_layers` is unset and the run would otherwise be tight
+    or not fit (the fewest that make it fit, `checkpoint_choice`), else None.
 
     For the sft and pretrain objectives. `data` is the tokenised training rows (`Encoded`, as `setup` builds them);
     without them the estimate assumes full-length rows. "Clearly" means above the capacity by more than the
@@ -579,19 +610,29 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, pro
         report = estimate(cfg, stats=stats, probe=False, read_data=False)
     except UserError as e:
         console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")
-        return
+        return None
     est, cap, judged = report.estimate, report.capacity, report.verdict
     share = ""
     if processes > 1 and report.device.kind == "cpu":
         cap = report.capacity / processes
         judged = verdict(est.total, cap)
         share = f" to each of {processes} processes"
-    console.print(
-        f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {_gib(cap)} available{share} on "
-        f"{escape(report.device.name)}: {judged}"
-    )
+    where = f"{_gib(cap)} available{share} on {escape(report.device.name)}"
+    auto = getattr(cfg, "checkpoint_layers", 0) is None
+    choice = checkpoint_choice(report.plan, cap) if auto and judged != FITS else None
+    if choice is not None:
+        k, new = choice
+        n = report.plan.shape.layers
+        console.print(
+            f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {where}: {judged}; "
+            f"recomputing the activations of the first {k} of {n} decoder layers in the backward pass (about "
+            f"{round(100 * k / (3 * n))}% more compute) brings it to {_gib(new.total)}: fits "
+            "(--checkpoint-layers 0 turns this off)"
+        )
+        return k
+    console.print(f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {where}: {judged}")
     if judged != NO_FIT:
-        return
+        return None
     # Advice for `lapidar train`: only changes made with its own flags (no --gpus).
     train_fixes = fixes(report.plan, cap, multi_gpu=False)
     advice = "; ".join(f"{f.change} -> {_gib(f.estimate.total)}" for f in train_fixes) or "a larger machine"
@@ -601,7 +642,7 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, pro
     )
     if getattr(cfg, "force", False):
         console.print(f"[yellow]warning (--force):[/yellow] {escape(message)}")
-        return
+        return None
     raise UserError(message)
 
 

@@ -154,6 +154,7 @@ class Plan:
     label_tokens: int | None = None  # label positions in the fullest micro-batch (None: every position)
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    checkpoint_layers: int = 0  # the first N decoder layers recompute their activations (gradient_checkpointing: all)
     weight_bytes: int = 2  # bytes per base weight as saved: 4 (fp32) or 2 (bf16)
     bf16: bool = True  # bf16 autocast (else compute in the weights' dtype)
     quant: str | None = None  # "4bit" / "8bit" base (QLoRA); implied by the qlora methods
@@ -204,6 +205,11 @@ class Plan:
     def optimizer_in_effect(self) -> str:
         """The method's own optimiser (galore, q-galore) if it implies one, else `optimizer`."""
         return self.method_entry.optimizer or self.optimizer
+
+    @property
+    def checkpointed_layers(self) -> int:
+        """How many decoder layers recompute their activations in the backward pass."""
+        return self.shape.layers if self.gradient_checkpointing else min(self.checkpoint_layers, self.shape.layers)
 
     @property
     def bf16_frozen_linears(self) -> bool:
@@ -342,7 +348,7 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     Measured with saved-tensor hooks (HF Qwen2 layer, SDPA) for fp32 weights, with and without bf16 autocast:
     a layer whose weights train keeps 40h + 16i bytes per token in fp32 (34h + 8i under autocast); a frozen layer
     that only passes gradients down keeps 24h + 12i (16h + 6i). LoRA adds what its modules keep: with dropout
-    each targeted module saves its dropped-out input (and, fused, the mask); without dropout the shared inputs.
+    each targeted module saves its dropped-out input (not when fused: see below); without dropout the shared inputs.
     """
     h, i = plan.shape.hidden, plan.shape.intermediate
     # Under autocast with fp32 weights (or a quantised base, whose other weights peft upcasts to fp32) the saved
@@ -352,19 +358,17 @@ def layer_activation_bytes(plan: Plan, trainable_layer: bool) -> float:
     fused = plan.method_entry.fused_lora
     if autocast_fp32_weights:
         base = 34 * h + 8 * i if trainable_layer else 16 * h + 6 * i
-        extra_attn0, extra_gu0, extra_down0 = (7.6 if fused else 9.6) * h, 4.8 * h, 2.8 * i
+        extra_attn0, extra_gu0, extra_down0 = (1.6 if fused else 9.6) * h, 4.8 * h, 2.8 * i
         drop_attn, drop_gu, drop_down = 4.0 * h, 4.0 * h, 4.0 * i
     else:
         base = 40 * h + 16 * i if trainable_layer else 24 * h + 12 * i
         extra_attn0, extra_gu0, extra_down0 = 4 * h, 4 * h, 4 * i
         drop_attn, drop_gu, drop_down = 7 * h, 6 * h, 4 * i
     if fused:
-        # methods.fused_lora keeps each module's dropped input in place of its cast input and draws the mask again
-        # in the backward pass, instead of peft's separate dropout, cast and base-path tensors (saved-tensor hooks,
-        # all-linear, over the same layer without dropout: 2h per token under autocast, 16h in fp32, against
-        # peft's 24h + 4i and 40h + 4i).
-        drop_attn = drop_gu = (1 / 3 if autocast_fp32_weights else 8 / 3) * h
-        drop_down = 0.0
+        # methods.fused_lora keeps one bf16 copy per distinct input (q/k/v and gate/up share theirs) and makes the
+        # dropped copies and masks again in the backward pass: dropout adds nothing (saved-tensor hooks, all-linear:
+        # 8h per token less than peft's layers under autocast without dropout, 32h + 4i less with it).
+        drop_attn = drop_gu = drop_down = 0.0
     extra = 0.0
     if targets:
         extra += extra_attn0 if targets & set(ATTENTION) else 0.0
@@ -401,11 +405,14 @@ def activation_bytes(plan: Plan) -> tuple[float, float]:
     s, tokens = plan.shape, plan.tokens
     act = 2 if (plan.weight_bytes == 2 and plan.quant_bits is None) or plan.bf16 else 4
     trainable, passing = _grad_path_layers(plan)
-    per_layer = [layer_activation_bytes(plan, True)] * trainable + [layer_activation_bytes(plan, False)] * passing
+    # Bottom up, as in the model: the layers that only pass gradients down sit below the ones whose weights train.
+    per_layer = [layer_activation_bytes(plan, False)] * passing + [layer_activation_bytes(plan, True)] * trainable
     resid = 2 if plan.weight_bytes == 2 and plan.quant_bits is None else 4
-    if plan.gradient_checkpointing and per_layer:
-        # Each layer keeps only its input; the backward pass recomputes one layer at a time.
-        saved = len(per_layer) * tokens * s.hidden * resid + tokens * max(per_layer)
+    k = min(plan.checkpointed_layers, len(per_layer))
+    if k:
+        # A checkpointed layer keeps only its input; the backward pass recomputes one of them at a time, once it
+        # has passed (and freed) every layer above the checkpointed ones.
+        saved = k * tokens * s.hidden * resid + tokens * max(sum(per_layer[k:]), max(per_layer[:k]))
     else:
         saved = tokens * sum(per_layer)
     if plan.bf16 and plan.weight_bytes == 4 and plan.quant_bits is None and not plan.bf16_frozen_linears:
@@ -529,8 +536,7 @@ def flops_per_token(plan: Plan, mean_len: float | None = None, label_fraction: f
     trainable, passing = _grad_path_layers(plan)
     on_path = trainable + passing
     total = s.layers * (p + a) + on_path * (p + 2 * a) + trainable * p
-    if plan.gradient_checkpointing:
-        total += on_path * (p + a)
+    total += min(plan.checkpointed_layers, on_path) * (p + a)  # checkpointed layers run their forward twice
     if plan.adapter:
         total += 6 * lora_params(s, plan.lora_r, plan.targets)  # forward, input and weight gradients
     head = 2 * s.embedding_params * label_fraction
