@@ -106,19 +106,22 @@ class _LoraLinear(torch.autograd.Function):
 class _SharedCast(threading.local):
     """The compute-dtype copy of the last input cast, reused while the same unchanged tensor comes again: q, k and
     v (and gate and up) read the same normed hidden states, and one bf16 copy serves all of them, forward and
-    backward. One entry per thread (a web worker may train beside another)."""
+    backward. Both are held weakly: the copy lives as long as a backward pass keeps it (without gradients, the next
+    projection casts again), never between steps. One entry per thread (a web worker may train beside another)."""
 
-    entry: tuple[tuple, weakref.ref, torch.Tensor] | None = None
+    entry: tuple[tuple, weakref.ref, weakref.ref] | None = None
 
     def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if x.dtype == dtype:
             return x.detach()
         key = (id(x), x._version, dtype)
         if self.entry is not None and self.entry[0] == key and self.entry[1]() is x:
-            return self.entry[2]
+            copy = self.entry[2]()
+            if copy is not None:
+                return copy
         with torch.no_grad():
             copy = x.to(dtype)
-        self.entry = (key, weakref.ref(x), copy)
+        self.entry = (key, weakref.ref(x), weakref.ref(copy))
         return copy
 
 
