@@ -61,13 +61,14 @@ def test_fixes_offer_a_few_checkpointed_layers_before_all_of_them():
 
 
 def test_check_fits_chooses_layers_on_this_machine_and_says_so():
-    # A 1.5B-shaped run sized so that on this machine it does not fit without checkpointing and fits with it all.
+    # A 1.5B-shaped run sized so that on this machine it does not fit without checkpointing, and fits with some.
     capacity = cpu_capacity()
     base = {"model": "qwen2.5-1.5b", "init": "random", "method": "lora", "max_length": 2048, "data": "x.jsonl"}
     for batch in range(1, 65):
         cfg = TrainConfig(**base, batch_size=batch)
         plan = estimate(cfg, probe=False, read_data=False).plan
-        if verdict(estimate_memory(plan).total, capacity) != "fits":
+        # Clearly over (not within the margin), so that RAM freed or taken meanwhile cannot change the verdict.
+        if estimate_memory(plan).total > capacity * 1.3:
             break
     else:
         pytest.skip("this machine fits every batch size tried without checkpointing")
