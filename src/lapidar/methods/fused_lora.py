@@ -33,7 +33,7 @@ import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch import nn
 
-__all__ = ["FusedLoraLinear", "draw_seed", "keep_mask", "lora_linear"]
+__all__ = ["FusedLoraLinear", "draw_seed", "drop_rate", "keep_mask", "lora_linear"]
 
 _P_STEPS = 1 << 16  # the drop probability's resolution (16-bit random lanes)
 
@@ -49,13 +49,18 @@ def keep_mask(
     n = 1
     for d in shape:
         n *= d
-    threshold = round(p * _P_STEPS)
+    threshold = round(p * _P_STEPS)  # = drop_rate(p) * _P_STEPS
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), 2**63 - 1, generator=generator)
     lanes = words.view(torch.int16)[:n].view(shape)
-    return lanes >= threshold - (1 << 15), threshold / _P_STEPS
+    return lanes >= threshold - (1 << 15), drop_rate(p)
+
+
+def drop_rate(p: float) -> float:
+    """The rate `keep_mask` really drops at: p rounded to a multiple of 1/65536."""
+    return round(p * _P_STEPS) / _P_STEPS
 
 
 def draw_seed() -> int:
@@ -109,12 +114,12 @@ class _SharedCast(threading.local):
     backward. Both are held weakly: the copy lives as long as a backward pass keeps it (without gradients, the next
     projection casts again), never between steps. One entry per thread (a web worker may train beside another)."""
 
-    entry: tuple[tuple, weakref.ref, weakref.ref] | None = None
+    entry: tuple[tuple[int, torch.dtype], weakref.ref, weakref.ref] | None = None
 
     def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if x.dtype == dtype:
             return x.detach()
-        key = (id(x), x._version, dtype)
+        key = (x._version, dtype)  # the same tensor (the weak reference below), unchanged, in the same dtype
         if self.entry is not None and self.entry[0] == key and self.entry[1]() is x:
             copy = self.entry[2]()
             if copy is not None:
@@ -149,9 +154,8 @@ def lora_linear(
     xc = _shared_cast(x, weight.dtype)
     if p <= 0:
         return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling, 0.0, None)
-    kept = round(p * _P_STEPS) / _P_STEPS  # the rate keep_mask drops at
     seed = draw_seed() if seed is None else seed
-    return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling / (1 - kept), p, seed)
+    return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling / (1 - drop_rate(p)), p, seed)
 
 
 class FusedLoraLinear(PeftLoraLinear):

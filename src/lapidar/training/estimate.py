@@ -320,13 +320,18 @@ def verdict(peak: float, capacity: float) -> str:
     return NO_FIT
 
 
+def _recompute_share(k: int, n: int) -> str:
+    """The extra compute of checkpointing k of n layers (a second forward: about a third of a step's per layer)."""
+    return f"{round(100 * k / (3 * n))}% more compute"
+
+
 def checkpoint_choice(plan: Plan, capacity: float) -> tuple[int, MemoryEstimate] | None:
-    """The fewest decoder layers to checkpoint (the first N) for `plan` to fit `capacity` by the estimate's margin,
-    with that estimate: selective checkpointing recomputes only as much as the memory needs. None when nothing
-    short of every layer would do, or when all of them would not fit either."""
+    """The fewest decoder layers to checkpoint (the first N, more than `plan` already does) for `plan` to fit
+    `capacity` by the estimate's margin, with that estimate: selective checkpointing recomputes only as much as the
+    memory needs. None when `plan` checkpoints every layer already, or when even all of them would not fit."""
     if plan.gradient_checkpointing:
         return None
-    for k in range(max(plan.checkpoint_layers, 0) + 1, plan.shape.layers + 1):
+    for k in range(plan.checkpoint_layers + 1, plan.shape.layers + 1):
         est = estimate_memory(plan.with_(checkpoint_layers=k))
         if verdict(est.total, capacity) == FITS:
             return k, est
@@ -347,7 +352,7 @@ def _candidates(plan: Plan, multi_gpu: bool = True) -> list[tuple[str, str, Plan
         n = plan.shape.layers
         for k in sorted({n // 4, n // 2}):
             if plan.checkpointed_layers < k < n:
-                change = f"--checkpoint-layers {k} (~{round(100 * k / (3 * n))}% more compute)"
+                change = f"--checkpoint-layers {k} (~{_recompute_share(k, n)})"
                 out.append(("ckpt", change, plan.with_(checkpoint_layers=k)))
         out.append(("ckpt", "--gradient-checkpointing (~1/3 more compute)", plan.with_(gradient_checkpointing=True)))
     if plan.adapter and set(plan.targets) - {"q_proj", "v_proj"}:
@@ -617,20 +622,22 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, pro
         cap = report.capacity / processes
         judged = verdict(est.total, cap)
         share = f" to each of {processes} processes"
-    where = f"{_gib(cap)} available{share} on {escape(report.device.name)}"
+    head = (
+        f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {_gib(cap)} available{share} on "
+        f"{escape(report.device.name)}: {judged}"
+    )
     auto = getattr(cfg, "checkpoint_layers", 0) is None
     choice = checkpoint_choice(report.plan, cap) if auto and judged != FITS else None
     if choice is not None:
         k, new = choice
         n = report.plan.shape.layers
         console.print(
-            f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {where}: {judged}; "
-            f"recomputing the activations of the first {k} of {n} decoder layers in the backward pass (about "
-            f"{round(100 * k / (3 * n))}% more compute) brings it to {_gib(new.total)}: fits "
-            "(--checkpoint-layers 0 turns this off)"
+            f"{head}; recomputing the activations of the first {k} of {n} decoder layers in the backward pass "
+            f"(about {_recompute_share(k, n)}) brings it to {_gib(new.total)}: fits (--checkpoint-layers 0 turns "
+            "this off)"
         )
         return k
-    console.print(f"[bold]Memory estimate[/bold]: peak {_gib(est.total)} ({est.peak_phase}) of {where}: {judged}")
+    console.print(head)
     if judged != NO_FIT:
         return None
     # Advice for `lapidar train`: only changes made with its own flags (no --gpus).
