@@ -79,6 +79,57 @@ def test_two_processes_train_what_one_process_trains(data, one_process, tmp_path
     PeftModel.from_pretrained(load_model(resolve_model("tiny-qwen2.5")), str(run / "adapter"))
 
 
+def test_fsdp_shards_and_trains_what_one_process_trains(data, one_process, tmp_path):
+    # torch's FSDP2 on CPU (gloo): each process holds half of every weight; the losses are those of one process.
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--max-steps", "20", "--batch-size", "2", "--nproc", "2", *STEPS]
+    proc = subprocess.run(
+        cli(*args, "--strategy", "fsdp", "--output", str(run)), capture_output=True, text=True, timeout=900, env=env()
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 processes (global batch 4)" in proc.stdout and "FSDP2: weights, gradients and optimiser" in proc.stdout
+    one, two = train_losses(one_process), train_losses(run)
+    assert len(two) == 20 and two[0] == pytest.approx(one[0], abs=1e-3)
+    assert two[-1] == pytest.approx(one[-1], rel=0.02)
+    # The adapter on disk is whole (gathered from the shards), a plain peft adapter.
+    from peft import PeftModel
+
+    from lapidar.models.loading import load_model, resolve_model
+
+    model = PeftModel.from_pretrained(load_model(resolve_model("tiny-qwen2.5")), str(run / "adapter"))
+    r = json.loads((run / "adapter" / "adapter_config.json").read_text())["r"]
+    a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight
+    assert a.shape == (r, model.config.hidden_size) and a.abs().sum() > 0
+
+
+def test_fsdp_full_fine_tune_gathers_the_whole_model(data, tmp_path):
+    # Full fine-tuning sharded over 2 processes ends with the weights one process would have (gathered for saving).
+    args = ["train", "--data", str(data), "--method", "full", "--lr", "1e-4", "--max-steps", "3", *STEPS[2:]]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(cli(*args, "--batch-size", "4", "--output", str(one)), check=True, capture_output=True,
+                   timeout=900, env=env())  # fmt: skip
+    proc = subprocess.run(
+        cli(*args, "--batch-size", "2", "--nproc", "2", "--strategy", "fsdp", "--output", str(two)),
+        capture_output=True, text=True, timeout=900, env=env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert train_losses(two) == pytest.approx(train_losses(one), abs=1e-4)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(one / "model" / "model.safetensors")), load_file(str(two / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    initial = load_file(str(resolve_tiny() / "model.safetensors"))
+    moved = [k for k in a if k in initial and not initial[k].equal(b[k])]
+    assert len(moved) > len(a) // 2, "the saved weights are the trained ones"
+
+
+def resolve_tiny():
+    from lapidar.models.loading import resolve_model
+
+    return resolve_model("tiny-qwen2.5").path
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,9 +174,10 @@ def test_bad_data_fails_once_in_the_launcher(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path, strategy):
     common = ["train", "--data", str(data), "--max-steps", "8", "--batch-size", "2", "--nproc", "2",
-              "--save-steps", "4", *STEPS]  # fmt: skip
+              "--save-steps", "4", "--strategy", strategy, *STEPS]  # fmt: skip
     straight = tmp_path / "straight"
     subprocess.run(cli(*common, "--output", str(straight)), check=True, capture_output=True, timeout=900, env=env())
 
@@ -152,12 +204,13 @@ def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path):
     assert train_losses(killed) == pytest.approx(train_losses(straight), rel=1e-4)
 
 
-def test_two_process_dpo_trains(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_dpo_trains(tmp_path, strategy):
     data = FIXTURES / "preference" / "pairs_train.jsonl"
     run = tmp_path / "run"
     proc = subprocess.run(
         cli("train", "--data", str(data), "--objective", "dpo", "--max-steps", "3", "--batch-size", "2",
-            "--nproc", "2", *STEPS, "--output", str(run)),
+            "--nproc", "2", "--strategy", strategy, *STEPS, "--output", str(run)),
         capture_output=True, text=True, timeout=900, env=env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

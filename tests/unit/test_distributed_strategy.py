@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,13 +53,35 @@ def test_zero_needs_cuda_and_deepspeed():
     for strategy in ("zero2", "zero3", "zero3-offload"):
         with pytest.raises(UserError, match=r"DeepSpeed ZeRO, which needs CUDA GPUs") as e:
             check_strategy(strategy, cuda=False)
-        assert "--strategy ddp" in str(e.value)
+        assert "--strategy fsdp" in str(e.value) and "--strategy ddp" in str(e.value)
 
 
-def test_fsdp_on_cpu_says_why_not():
-    with pytest.raises(UserError, match="accelerate builds FSDP only on GPUs"):
-        check_strategy("fsdp", cuda=False)
-    check_strategy("ddp", cuda=False)
+def test_fsdp_runs_on_cpu_for_methods_whose_weights_can_be_sharded():
+    for method in ("lora", "lora-plus", "dora", "full", "freeze"):
+        check_strategy("fsdp", method, cuda=False)
+    check_strategy("ddp", "qlora", cuda=False)
+    for method, what in (("qlora", "4bit bitsandbytes base"), ("galore", "galore optimiser")):
+        with pytest.raises(UserError, match=what) as e:
+            check_strategy("fsdp", method, cuda=False)
+        assert f"--strategy ddp with --method {method}" in str(e.value)
+
+
+def test_fsdp_processes_on_one_machine_are_estimated_by_their_shard():
+    from rich.console import Console
+
+    from lapidar.training.estimate import check_fits
+
+    def peak(strategy: str, method: str) -> float:
+        out = Console(file=io.StringIO(), width=300)
+        cfg = TrainConfig(
+            model="qwen2.5-1.5b", method=method, strategy=strategy, max_length=128, checkpoint_layers=0, force=True
+        )
+        check_fits(cfg, out, processes=2)
+        return float(re.search(r"peak ([0-9.]+) GiB", out.file.getvalue()).group(1))
+
+    # Full fine-tuning: weights, gradients and Adam states dominate, and each process holds half of them.
+    assert peak("fsdp", "full") < 0.75 * peak("ddp", "full")
+    assert peak("fsdp", "lora") < peak("ddp", "lora")
 
 
 def test_train_refuses_before_reading_data(tmp_path):

@@ -154,7 +154,9 @@ def _lora_with(**options: Any) -> Callable[[Any, TrainConfig, list[int]], Any]:
             **_embedding_options(model, cfg, token_ids),
             **options,
         )
-        if get_method(cfg.method).fused_lora:
+        # ZeRO-3 gathers a layer's weights only when that very module is called; the fused layer reads the base
+        # and adapter weights itself, so peft's layer (which calls them) runs instead.
+        if get_method(cfg.method).fused_lora and not cfg.strategy.startswith("zero3"):
             from lapidar.methods.fused_lora import FusedLoraLinear
 
             lora._register_custom_module({torch.nn.Linear: FusedLoraLinear})

@@ -37,7 +37,7 @@ from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve
 from lapidar.models.qwen import checkpoint_first_layers
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
-from lapidar.training.distributed import World, check_strategy, join, launch, launch_ray
+from lapidar.training.distributed import ENGINES, World, check_strategy, join, launch, launch_ray
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks, use_bf16
@@ -96,7 +96,7 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
     if method.adapter:
         resolve_targets(cfg.target_modules)
     check_optimizer(method.optimizer or cfg.optimizer)  # a missing package fails before data and weights load
-    check_strategy(cfg.strategy)  # a missing GPU or deepspeed too
+    check_strategy(cfg.strategy, cfg.method)  # a missing GPU or deepspeed too, a method that cannot shard
     train_path, val_path = _data_paths(cfg)
     all_kinds = tuple(OBJECTIVE_FOR_KIND)
     examples, fmt = load_examples(train_path, kinds=all_kinds)
@@ -251,7 +251,7 @@ def main(
     SIGTERM stop the run cleanly.
     """
     console = console or Console()
-    world = join()  # one of several processes when torchrun / accelerate launch started this one
+    world = join(cfg.strategy)  # one of several processes when torchrun / accelerate launch started this one
     if world.size == 1 and (cfg.nproc > 1 or cfg.launcher == "ray") and not os.environ.get(PREPARED_ENV):
         return _launch(cfg, console, resume)
     checkpoint = None
@@ -358,13 +358,14 @@ def _launch(cfg: TrainConfig, console: Console, resume: Path | None) -> tuple[di
         _check_memory(run, console, World(), processes=cfg.nproc)
         run_dir = run.run_dir
         args = ["train", str(run_dir / "config.yaml"), "--output", str(run_dir)]
+    engine = ENGINES[cfg.strategy]
     if cfg.launcher == "ray":
-        console.print(f"Starting {cfg.nproc} Ray Train workers (TorchTrainer, DDP through accelerate) for {run_dir}")
+        console.print(f"Starting {cfg.nproc} Ray Train workers (TorchTrainer, {engine}) for {run_dir}")
         config = {"run_dir": str(run_dir.resolve()), "cwd": os.getcwd(), "resume": resume is not None}
         launch_ray(cfg.nproc, _ray_worker, config, str((run_dir / "ray").resolve()))
         status = 0
     else:
-        console.print(f"Starting {cfg.nproc} training processes (torchrun, DDP through accelerate) for {run_dir}")
+        console.print(f"Starting {cfg.nproc} training processes (torchrun, {engine}) for {run_dir}")
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the processes too
         try:
             status = launch(cfg.nproc, args, env={PREPARED_ENV: str(run_dir)})

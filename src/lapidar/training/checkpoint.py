@@ -9,26 +9,48 @@ import torch
 
 from lapidar.errors import UserError
 from lapidar.io import atomic_dir
+from lapidar.training.distributed import ENGINE_DIR
 
 __all__ = ["STATE_FILE", "latest_checkpoint", "load_checkpoint_weights", "save_checkpoint", "save_weights"]
 
 STATE_FILE = "trainer_state.pt"
 
 
-def save_weights(model, tokenizer, path: Path) -> None:
-    """Save trained weights (adapter or whole model) and, when given, the tokenizer, atomically."""
+def save_weights(model, tokenizer, path: Path, state_dict: dict | None = None) -> None:
+    """Save trained weights (adapter or whole model) and, when given, the tokenizer, atomically.
+
+    `state_dict`: the weights gathered from the shards of a sharded run (None: the model's own)."""
     with atomic_dir(path) as tmp:
-        model.save_pretrained(str(tmp))
+        _save_pretrained(model, tmp, state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
 
 
-def save_checkpoint(run_dir: Path, model, step: int, keep: int, state: dict) -> Path:
-    """Write weights + optimiser/scheduler/RNG/loop state into checkpoints/step-N atomically; keep the last `keep`."""
+def _save_pretrained(model, path: Path, state_dict: dict | None) -> None:
+    if state_dict is None:
+        model.save_pretrained(str(path))
+    else:
+        model.save_pretrained(str(path), state_dict=state_dict)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model,
+    step: int,
+    keep: int,
+    state: dict,
+    state_dict: dict | None = None,
+    engine_dir: Path | None = None,
+) -> Path:
+    """Write weights + optimiser/scheduler/RNG/loop state into checkpoints/step-N atomically; keep the last `keep`.
+
+    `engine_dir`: what a DeepSpeed engine wrote (every process's optimiser shard), moved in as ENGINE_DIR."""
     root = run_dir / "checkpoints"
     path = root / f"step-{step:06d}"
     with atomic_dir(path) as tmp:
-        model.save_pretrained(str(tmp))
+        _save_pretrained(model, tmp, state_dict)
+        if engine_dir is not None:
+            shutil.move(str(engine_dir), str(tmp / ENGINE_DIR))
         torch.save(state, tmp / STATE_FILE)
     done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file())
     for old in done[:-keep]:

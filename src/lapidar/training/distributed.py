@@ -15,6 +15,7 @@ operations it needs:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,12 +23,19 @@ import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from lapidar.errors import UserError
+
 __all__ = [
+    "DEEPSPEED",
+    "ENGINES",
+    "ENGINE_DIR",
     "SHARDED",
+    "SHARING",
     "STRATEGIES",
     "World",
     "check_strategy",
@@ -41,43 +49,55 @@ __all__ = [
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3-offload")
 # Strategies that split weights/gradients/optimiser states over the processes (ddp keeps a whole copy in each).
 SHARDED = {"fsdp": 3, "zero2": 2, "zero3": 3, "zero3-offload": 3}  # strategy -> the ZeRO stage it amounts to
+DEEPSPEED = ("zero2", "zero3", "zero3-offload")
+# The engine that runs each strategy, in the launcher's first line.
+ENGINES = {
+    "ddp": "DDP through accelerate",
+    "fsdp": "torch FSDP2",
+    "zero2": "DeepSpeed ZeRO-2",
+    "zero3": "DeepSpeed ZeRO-3",
+    "zero3-offload": "DeepSpeed ZeRO-3 with CPU offload",
+}
+# What the first line of a run says about how the processes share the model.
+SHARING = {
+    "fsdp": "FSDP2: weights, gradients and optimiser states sharded over the processes",
+    "zero2": "DeepSpeed ZeRO-2: gradients and optimiser states sharded over the processes",
+    "zero3": "DeepSpeed ZeRO-3: weights, gradients and optimiser states sharded over the processes",
+    "zero3-offload": "DeepSpeed ZeRO-3: weights, gradients and optimiser states sharded over the processes, "
+    "optimiser states and steps in CPU memory",
+}
 
 
-def check_strategy(strategy: str, cuda: bool | None = None) -> None:
-    """Refuse, before data or weights load, a `--strategy` this machine or this install cannot run.
+def check_strategy(strategy: str, method: str = "lora") -> None:
+    """Refuse, before data or weights load, a `--strategy` this machine, this install or this method cannot run.
 
-    DeepSpeed ZeRO runs on CUDA GPUs only; accelerate 1.16 builds FSDP only on GPUs (with `cpu=True` its
-    Accelerator is MULTI_CPU and ignores an FSDP plugin: the model would silently be DDP-wrapped instead).
+    fsdp is torch's FSDP2 (`fully_shard`) and zero2/zero3/zero3-offload DeepSpeed's engine, on CPU (gloo) as on GPUs
+    (NCCL): accelerate 1.16 builds neither on CPU (its Accelerator is MULTI_CPU there and would wrap the model in
+    DDP), so lapidar calls the two engines itself, the same way on both.
     """
-    from lapidar.errors import UserError
+    from lapidar.methods import get_method
 
     if strategy not in STRATEGIES:
         raise UserError(f"--strategy {strategy}: use one of {', '.join(STRATEGIES)}")
     if strategy == "ddp":
         return
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    if strategy.startswith("zero"):
-        missing = [] if cuda else ["CUDA GPUs (this machine has none)"]
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            missing.append("the deepspeed package (pip install 'lapidar[deepspeed]')")
-        if missing:
-            raise UserError(
-                f"--strategy {strategy} is DeepSpeed ZeRO, which needs {' and '.join(missing)}; "
-                "here use --strategy ddp (every process holds the whole model)"
-            )
-    elif not cuda:
+    entry = get_method(method)
+    if entry.quant or entry.optimizer:
+        what = f"a {entry.quant} bitsandbytes base" if entry.quant else f"the {entry.optimizer} optimiser"
         raise UserError(
-            "--strategy fsdp needs CUDA GPUs: accelerate builds FSDP only on GPUs (on CPU its Accelerator is "
-            "MULTI_CPU and would wrap the model in DDP instead); on CPU use --strategy ddp"
+            f"--method {method} with --strategy {strategy}: {what} cannot be sharded (each process needs whole "
+            f"weights for it); use --strategy ddp with --method {method}, or --method lora with --strategy {strategy}"
         )
-    # The GPU paths are not wired into the loop yet: saying so beats a run that silently trains as DDP.
-    raise UserError(
-        f"--strategy {strategy} is not built into lapidar's training loop yet (it needs the optimiser prepared "
-        "by accelerate with the model and full state dicts gathered for saving); use --strategy ddp, or estimate "
-        f"the sharded run with `lapidar estimate --strategy {strategy} --gpus N`"
-    )
+    if strategy == "fsdp":
+        return
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"--strategy {strategy} is DeepSpeed ZeRO, which needs the deepspeed package: pip install "
+            "'lapidar[deepspeed]' (it runs on CPU too); or use --strategy fsdp (torch's FSDP2, the same sharding as "
+            "ZeRO-3, nothing to install) or --strategy ddp"
+        ) from None
 
 
 def unwrap(model: Any) -> Any:
@@ -94,17 +114,153 @@ class World:
     rank: int = 0
     size: int = 1
     accelerator: Any = None  # accelerate.Accelerator when size > 1
+    strategy: str = "ddp"
+    engine: Any = None  # the DeepSpeed engine, once `prepare` made it
 
     @property
     def main(self) -> bool:
         """Whether this process writes files and talks to the user."""
         return self.rank == 0
 
-    def wrap(self, model: Any) -> Any:
-        """The model the training forward/backward goes through: DDP-wrapped when there are several processes."""
+    @property
+    def sharded(self) -> bool:
+        """Whether each process holds only a shard of the optimiser states (and more, by strategy)."""
+        return self.size > 1 and self.strategy in SHARDED
+
+    @property
+    def sharded_weights(self) -> bool:
+        """Whether each process holds only a shard of the weights (every forward is then a collective operation:
+        all processes must run the same number of them)."""
+        return self.sharded and SHARDED[self.strategy] == 3
+
+    @property
+    def deepspeed(self) -> bool:
+        """Whether the model trains through a DeepSpeed engine."""
+        return self.size > 1 and self.strategy in DEEPSPEED
+
+    def prepare(self, model: Any, build_optimizer: Any, cfg: Any) -> tuple[Any, Any]:
+        """(the model training runs through, its optimiser): DDP-wrapped by accelerate, sharded in place by torch's
+        FSDP2, or a DeepSpeed engine; `build_optimizer(model)` is called once the parameters are the ones that
+        train. The optimiser returned is the torch one (the learning-rate schedule sets its groups' rates)."""
         if self.size == 1:
-            return model
-        return self.accelerator.prepare_model(model)
+            return model, build_optimizer(model)
+        if self.strategy == "fsdp":
+            _fully_shard(model, self.accelerator.device, self.size)
+            return model, build_optimizer(model)
+        if self.deepspeed:
+            optimizer = build_optimizer(model)
+            self.engine = _deepspeed_engine(model, optimizer, self.strategy, cfg, self.accelerator.device)
+            return self.engine, optimizer
+        return self.accelerator.prepare_model(model), build_optimizer(model)
+
+    def backward(self, train_model: Any, loss: torch.Tensor) -> None:
+        """Gradients of `loss`, added to those of the step's earlier micro-batches."""
+        if self.deepspeed:
+            # Not divided by the accumulation steps: the loss is already scaled for the whole global step.
+            train_model.backward(loss, scale_wrt_gas=False)
+        else:
+            loss.backward()
+
+    def step(self, train_model: Any, optimizer: Any, params: list, max_norm: float) -> None:
+        """One optimiser step on the accumulated gradients, clipped to `max_norm`, then gradients cleared."""
+        if self.deepspeed:
+            train_model.step()  # reduces the gradients, clips them (gradient_clipping), steps, clears them
+            return
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def zero_grad(self, train_model: Any, optimizer: Any) -> None:
+        """Drop the accumulated gradients without stepping."""
+        if self.deepspeed:
+            train_model.zero_grad()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
+    def weights_to_save(self, model: Any, adapter: bool) -> dict[str, torch.Tensor] | None:
+        """The weights `save_pretrained` writes, gathered whole from the shards (on process 0; an empty dict on the
+        others); None when the model's own state dict is whole (one process, DDP). Every process must call it."""
+        if not self.sharded_weights:
+            return None
+        if self.deepspeed:
+            # ZeRO-3 may still be prefetching weights for a forward that will not come (an evaluation ended the
+            # step): wait for them and release every gathered weight before gathering anew.
+            self.engine.empty_partition_cache()
+            return _gather_zero3(model, adapter, self.main)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.tensor import DTensor
+
+        if not adapter:
+            whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            # A tied weight (Qwen's head is its embedding) is gathered once per name: keep the first name only, as
+            # save_pretrained does for a model whose tied weights share storage.
+            seen: set[int] = set()
+            for key, value in model.state_dict(keep_vars=True).items():
+                if id(value) in seen:
+                    whole.pop(key, None)
+                seen.add(id(value))
+            return whole
+        # Only what peft saves (the adapter, and embeddings where they were resized), not the frozen base: peft picks
+        # the entries from the sharded state dict, and just those are gathered.
+        from peft import get_peft_model_state_dict
+
+        raw = model.state_dict()
+        key_of = {id(v): k for k, v in raw.items()}
+        picked = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
+        if None in picked:
+            raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
+        out: dict[str, torch.Tensor] = {}
+        for key in picked:  # the same keys in the same order on every process: one all-gather each
+            value = raw[key]
+            full = value.full_tensor() if isinstance(value, DTensor) else value
+            if self.main:
+                out[key] = full.detach().cpu()
+        return out
+
+    def optimizer_state(self, model: Any, optimizer: Any) -> dict | None:
+        """The optimiser's state for a checkpoint: whole (gathered on process 0, keyed by parameter name) under
+        fsdp; None under DeepSpeed, whose engine writes each process's shard itself (`save_engine`). Every process
+        must call it."""
+        if self.deepspeed:
+            return None
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+
+    def save_engine(self, train_model: Any, path: Path) -> Path | None:
+        """Under DeepSpeed: every process writes its shard of the optimiser states into `path` (the engine's own
+        checkpoint format), to be moved into the checkpoint directory; None otherwise. Every process must call it."""
+        if not self.deepspeed:
+            return None
+        train_model.save_checkpoint(str(path), tag=ENGINE_TAG, exclude_frozen_parameters=True)
+        self.barrier()
+        return path
+
+    def load_optimizer_state(self, train_model: Any, optimizer: Any, state: dict | None, checkpoint: Path) -> None:
+        """Load what `optimizer_state` (or `save_engine`) saved into `checkpoint`; each process keeps its shard."""
+        if self.deepspeed:
+            engine_dir = checkpoint / ENGINE_DIR
+            if not (engine_dir / ENGINE_TAG).is_dir():
+                raise UserError(
+                    f"{checkpoint} holds no DeepSpeed state ({ENGINE_DIR}/): it was not written by a "
+                    f"--strategy {self.strategy} run; resume it with the strategy it was trained with"
+                )
+            train_model.load_checkpoint(
+                str(engine_dir), tag=ENGINE_TAG, load_module_strict=False, load_lr_scheduler_states=False
+            )
+            return
+        if state is None:
+            raise UserError(f"{checkpoint} was written by a DeepSpeed run; resume it with the --strategy it used")
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(train_model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def no_sync(self, model: Any, last: bool) -> AbstractContextManager:
         """Skip DDP's gradient all-reduce on micro-batches before the last of an accumulated step (same result)."""
@@ -158,20 +314,118 @@ class World:
             torch.distributed.barrier()
 
 
+def _fully_shard(model: Any, device: torch.device, size: int) -> None:
+    """Shard `model` in place with torch's FSDP2: each decoder layer is one unit (its weights are gathered just
+    before it runs and freed after), and the rest (embeddings, final norm, head) one more. Gradients are
+    reduce-scattered and averaged over the processes, as DDP's all-reduce averages them."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    model.to(device)
+    mesh = init_device_mesh(device.type, (size,))
+    inner = unwrap(model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    for layer in base.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+ENGINE_DIR = "deepspeed"  # inside a checkpoint: the DeepSpeed engine's own files (optimiser shards)
+ENGINE_TAG = "state"
+
+
+def _deepspeed_engine(model: Any, optimizer: Any, strategy: str, cfg: Any, device: torch.device) -> Any:
+    """A DeepSpeed engine for `model` and the torch `optimizer`, from the shipped config of `strategy`.
+
+    The shipped JSON files leave sizes as "auto" (the convention of accelerate and the HF Trainer, so they work with
+    `accelerate launch` too); they are filled here from the run's config and the model's width. lapidar computes
+    under torch autocast itself and keeps trainable weights in fp32, so DeepSpeed's own bf16/fp16 modes stay off.
+    Gradient accumulation is unmanaged: each micro-batch's backward adds to the gradients, and `step()` (the
+    caller's step boundary) reduces them, clips them and steps.
+    """
+    import logging
+    from importlib.resources import files
+
+    import deepspeed
+
+    deepspeed.utils.logger.setLevel(logging.WARNING)
+    config = json.loads((files("lapidar.resources") / "strategies" / f"{strategy}.json").read_text())
+    hidden = unwrap(model).config.hidden_size
+    filled = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.max_grad_norm,
+        "reduce_bucket_size": hidden * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+        "stage3_param_persistence_threshold": 10 * hidden,
+    }
+
+    def fill(node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                fill(value)
+            elif value == "auto" and key in filled:
+                node[key] = filled[key]
+
+    fill(config)
+    config["bf16"] = {"enabled": False}
+    config["managed_gradient_accumulation"] = False
+    config["steps_per_print"] = 2**31 - 1
+    offload = config["zero_optimization"].get("offload_optimizer")
+    if offload is not None:
+        offload["pin_memory"] = offload.get("pin_memory", False) and device.type == "cuda"
+        config["zero_force_ds_cpu_optimizer"] = False  # lapidar's torch optimiser steps on the CPU copies
+    model.to(device)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, dist_init_required=False)
+    return engine
+
+
+def _gather_zero3(model: Any, adapter: bool, main: bool) -> dict[str, torch.Tensor]:
+    """ZeRO-3's partitioned weights gathered whole, one tensor at a time (on process 0; empty elsewhere): the
+    adapter's entries as peft picks them, or the whole model (a tied weight under its first name only)."""
+    import deepspeed
+
+    raw = model.state_dict(keep_vars=True)  # the partitioned parameters themselves
+    if adapter:
+        from peft import get_peft_model_state_dict
+
+        key_of = {id(v): k for k, v in raw.items()}
+        keys = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
+        if None in keys:
+            raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
+    else:
+        seen: set[int] = set()
+        keys = []
+        for key, value in raw.items():
+            if id(value) not in seen:
+                keys.append(key)
+            seen.add(id(value))
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:  # the same keys in the same order on every process
+        value = raw[key]
+        if hasattr(value, "ds_id"):
+            with deepspeed.zero.GatheredParameters([value], modifier_rank=None):
+                if main:
+                    out[key] = value.detach().cpu().clone()
+        elif main:
+            out[key] = value.detach().cpu().clone()
+    return out
+
+
 def in_launched_process() -> bool:
     """Whether torchrun / accelerate launch started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def join() -> World:
+def join(strategy: str = "ddp") -> World:
     """Join the process group torchrun set up (one process: a World of size 1, nothing initialised)."""
     if not in_launched_process():
-        return World()
+        return World(strategy=strategy)
     from accelerate import Accelerator
 
     # accelerate reads RANK/WORLD_SIZE/MASTER_ADDR from torchrun and opens the group: gloo on CPU, NCCL on GPUs.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    return World(accelerator.process_index, accelerator.num_processes, accelerator)
+    return World(accelerator.process_index, accelerator.num_processes, accelerator, strategy)
 
 
 def _free_port() -> int:
@@ -208,8 +462,6 @@ def launch_ray(nproc: int, worker: Any, config: dict[str, Any], storage: str) ->
     """Run `worker(config)` in `nproc` Ray Train workers (TorchTrainer): on the cluster at $RAY_ADDRESS, or a local
     Ray started here. Ray Train opens the torch process group (gloo on CPU, NCCL on GPUs) and sets RANK/WORLD_SIZE
     as torchrun does, so `join()` finds the same world; `storage` is where Ray keeps its own records."""
-    from lapidar.errors import UserError
-
     try:
         import ray
         from ray.train import RunConfig, ScalingConfig

@@ -22,6 +22,7 @@ from rich.table import Table
 from lapidar.config import TrainConfig
 from lapidar.errors import UserError
 from lapidar.methods import get_method, resolve_targets
+from lapidar.training.distributed import SHARDED
 from lapidar.training.hardware import Device, bf16_rule, cpu_device, find_gpu, parse_memory, this_machine
 from lapidar.training.memory import (
     ATTENTION,
@@ -485,11 +486,13 @@ def estimate(
     stats: DataStats | None = None,
     probe: bool = True,
     read_data: bool = True,
+    shards: int = 1,
 ) -> Report:
     """Estimate `cfg` on a named device (or `memory` bytes, or this machine).
 
     The data's widths come from `stats`, else from tokenising `cfg.data` (unless `read_data` is False); without
-    either the estimate assumes full-length rows.
+    either the estimate assumes full-length rows. `shards`: processes on this machine that shard weights, gradients
+    and optimiser states between them (`--nproc N --strategy fsdp` on CPU); the estimate is one process's.
     """
     offload = False
     if strategy is not None:
@@ -505,7 +508,9 @@ def estimate(
     if gpus < 1:
         raise UserError("--gpus must be at least 1")
     dev = _resolve_device(device, memory, probe)
-    if dev.kind == "cpu" and gpus > 1:
+    if shards > 1:
+        gpus, zero = shards, 3
+    elif dev.kind == "cpu" and gpus > 1:
         raise UserError("--gpus needs a GPU: name one with --device (e.g. --device 'A100 80GB')")
     notes: list[str] = []
     if stats is None and cfg.data and read_data:
@@ -608,11 +613,14 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, pro
     For the sft and pretrain objectives. `data` is the tokenised training rows (`Encoded`, as `setup` builds them);
     without them the estimate assumes full-length rows. "Clearly" means above the capacity by more than the
     estimate's error (15%). `cfg.force` (when the config has it) turns the refusal into a warning. `processes`
-    training processes on this machine share its RAM (each holds a whole model copy); on GPUs each has its own.
+    training processes on this machine share its RAM (each holds a whole model copy, or its shard under fsdp); on
+    GPUs each has its own.
     """
     try:
         stats = data_stats(data, cfg.batch_size, cfg.seed, cfg.padding_free) if data else None
-        report = estimate(cfg, stats=stats, probe=False, read_data=False)
+        # Processes that shard the model (fsdp) each hold their share of it; ddp processes each hold all of it.
+        sharded = processes > 1 and getattr(cfg, "strategy", "ddp") in SHARDED
+        report = estimate(cfg, stats=stats, probe=False, read_data=False, shards=processes if sharded else 1)
     except UserError as e:
         console.print(f"[yellow]note:[/yellow] no memory estimate: {escape(str(e))}")
         return None

@@ -40,7 +40,7 @@ from lapidar.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from lapidar.training.distributed import World
+from lapidar.training.distributed import SHARING, World
 from lapidar.training.events import EventBus, MetricsSink, Sink, TrackerSink
 from lapidar.training.hardware import use_bf16
 from lapidar.training.objectives import BatchLoss, Context, Objective, get_objective
@@ -175,8 +175,16 @@ def evaluate(ctx: Context, objective: Objective, items: list, batch_size: int, w
     model.eval()
     tally = _Tally()
     # Fixed batches, length-grouped where the objective groups (less padding when the batch is padded).
-    for batch in _order(objective, items[world.rank :: world.size], batch_size, 0, False, False):
+    mine = _order(objective, items[world.rank :: world.size], batch_size, 0, False, False)
+    for batch in mine:
         tally.add(objective.batch(ctx, batch, "val"))
+    if world.sharded_weights:
+        # Every forward gathers sharded weights from all processes: a process with fewer batches runs one again
+        # (not counted) until all have run as many as process 0, which has the most.
+        most = len(_order(objective, items[:: world.size], batch_size, 0, False, False))
+        filler = mine[0] if mine else items[:1]
+        for _ in range(most - len(mine)):
+            objective.batch(ctx, filler, "val")
     model.train(was_training)
     return tally.reduced(world).means()
 
@@ -204,11 +212,13 @@ def fit(
     padding_free = cfg.padding_free and enable_padding_free(model)
     ctx = Context(model, tok, cfg, bf16, padding_free)
     objective_note = objective.start(ctx)  # before any checkpoint loads: a full-FT reference copies initial weights
+    state = torch.load(resume_from / STATE_FILE, weights_only=False) if resume_from is not None else None
+    if resume_from is not None:
+        load_checkpoint_weights(model, resume_from, method.adapter)  # whole weights, before any sharding
     # Training goes through the DDP-wrapped model (gradient all-reduce); evaluation, saving and the DPO/KTO
-    # reference use the model itself.
-    train_model = world.wrap(model)
+    # reference use the model itself. Under fsdp the model itself is sharded in place and is what trains.
+    train_model, optimizer = world.prepare(model, lambda m: build_optimizer(m, cfg, method.optimizer), cfg)
     train_ctx = dataclasses.replace(ctx, model=train_model)
-    optimizer = build_optimizer(model, cfg, method.optimizer)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     # A global micro-batch holds batch_size rows per process: the batches (and the loss) a single process with
     # batch_size x world_size would have, whatever the world size.
@@ -228,11 +238,9 @@ def fit(
     window = _Tally()
     torch.manual_seed(cfg.seed)
     resumed_message = ""
-    if resume_from is not None:
-        state = torch.load(resume_from / STATE_FILE, weights_only=False)
+    if resume_from is not None and state is not None:
         world.barrier()  # process 0 trims metrics.jsonl below; nobody reads the checkpoint while it is being cut
-        load_checkpoint_weights(model, resume_from, method.adapter)
-        optimizer.load_state_dict(state["optimizer"])
+        world.load_optimizer_state(train_model, optimizer, state["optimizer"], resume_from)
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, next_group, tokens_seen = state["step"], state["epoch"], state["next_group"], state["tokens_seen"]
         history, window = state["history"], _Tally(state["window"])
@@ -246,6 +254,7 @@ def fit(
         resumed_message = f"Resuming {run.run_dir} from {resume_from.name} (step {step} of {total_steps})"
 
     def loop_state() -> dict:
+        optimizer_state = world.optimizer_state(model, optimizer)  # a collective operation when sharded
         return {
             "step": step,
             "epoch": epoch,
@@ -254,7 +263,7 @@ def fit(
             "history": history,
             "window": window.state(),
             "stopper": dict(stopper.__dict__),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -272,37 +281,63 @@ def fit(
 
     if resumed_message:
         emit("start", message=resumed_message)
-    n_trainable = sum(p.numel() for p in trainable)
+    # Counted on the model as loaded: a sharded optimiser holds only this process's part of each parameter.
+    n_trainable = sum(
+        p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters() if p.requires_grad
+    )
     header = (
         f"Training {run.source.label}: {run.objective} with {cfg.method}, {n_trainable:,} of {n_params:,} parameters "
         f"train ({100 * n_trainable / n_params:.2f}%); {len(run.train)} train / {len(run.val)} validation "
         f"{objective.item_name}; {total_steps} steps of {cfg.batch_size}x{cfg.grad_accum}"
         f"{f' per process x {world.size} processes (global batch {global_batch * cfg.grad_accum})' if world.size > 1 else ''}"
-        f"{' (padding-free)' if padding_free else ''}; {objective_note + '; ' if objective_note else ''}"
+        f"{' (padding-free)' if padding_free else ''}"
+        f"{f'; {SHARING[world.strategy]}' if world.sharded else ''}"
+        f"; {objective_note + '; ' if objective_note else ''}"
         f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
     )
     emit("start", message=header)
     for note in run.notes:
         emit("note", message=note)
+    if cfg.strategy != "ddp" and world.size == 1:
+        emit(
+            "note",
+            message=f"--strategy {cfg.strategy} shares a model between processes; with one process it "
+            "changes nothing (add --nproc N, or start the run with torchrun)",
+        )
 
     def epoch_of(s: int) -> float:
         return round(s / steps_per_epoch, 3)
 
     def run_eval() -> None:
-        stats = evaluate(ctx, objective, run.val, cfg.batch_size, world)
+        # Through the DeepSpeed engine, whose forward keeps ZeRO-3's gathering in order (it syncs no gradients).
+        stats = evaluate(train_ctx if world.deepspeed else ctx, objective, run.val, cfg.batch_size, world)
         val_loss = stats.pop("loss")
         improved = stopper.update(step, val_loss)
         record = {"epoch": epoch_of(step), "val_loss": val_loss, **{f"val_{k}": v for k, v in stats.items()}}
         history["initial"] = history["initial"] or record
         history["last"] = record
         best = improved and step > 0
-        if best and world.main:
-            save_weights(model, tok, weights_dir)
+        if best:
+            save(weights_dir)
             history.update(best_val_loss=val_loss, best_step=step)
         emit("eval", record=record, best=best)
 
+    def save(path: Path) -> None:
+        # Every process takes part (sharded weights are gathered); process 0 writes.
+        whole = world.weights_to_save(model, method.adapter)
+        if world.main:
+            save_weights(model, tok, path, whole)
+
     # Generated answers are scored by process 0 alone (the others wait for it at the next step's all-reduce).
+    # With sharded weights every forward needs every process, so answers are not generated during training.
     generation_eval = bool(cfg.eval_every and objective.generates and run.val_examples and world.main)
+    if cfg.eval_every and world.sharded_weights:
+        generation_eval = False
+        emit(
+            "note",
+            message=f"eval_every: no answers are generated during training under --strategy {world.strategy} "
+            f"(each process holds a shard of the weights); score them after with `lapidar eval {run.run_dir}`",
+        )
 
     def run_generation_eval() -> None:
         # Answers generated for a few validation rows and scored (accuracy, ROUGE-L, ... by answer shape).
@@ -322,7 +357,13 @@ def fit(
     last_train: dict[str, float] = {}
 
     def checkpoint() -> Path | None:
-        path = save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, loop_state()) if world.main else None
+        state, whole = loop_state(), world.weights_to_save(model, method.adapter)  # every process takes part
+        engine = world.save_engine(train_model, run.run_dir / "checkpoints" / f".engine-{step:06d}")
+        path = (
+            save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, state, whole, engine)
+            if world.main
+            else None
+        )
         world.barrier()  # a resume after this point finds the checkpoint complete
         return path
 
@@ -346,10 +387,15 @@ def fit(
                             diverged = f"the {run.objective} loss became {out.loss_sum.item()} at step {step + 1}"
                             if world.size == 1:
                                 break
-                            # The other processes wait in DDP's all-reduce: give it zero gradients, stop below.
-                            sum(p.sum() for p in trainable).mul(0).backward()
+                            # The other processes wait in DDP's all-reduce (or FSDP's reduce-scatter, which runs
+                            # in the backward pass through the layers): a backward pass, whose gradients are
+                            # dropped below.
+                            if world.sharded:
+                                world.backward(train_model, out.loss_sum.nan_to_num(0.0, 0.0, 0.0).mul(0))
+                            else:
+                                sum(p.sum() for p in trainable).mul(0).backward()
                             continue
-                        (out.loss_sum * (0.0 if filler else scale)).backward()
+                        world.backward(train_model, out.loss_sum * (0.0 if filler else scale))
                     if not filler:
                         window.add(out)
                         step_tokens += out.tokens
@@ -361,12 +407,10 @@ def fit(
                 tokens_this_process += step_tokens
                 if diverged:
                     bus.emit("step", step=step + 1, total=total_steps, record={"train_loss": out.loss_sum.item()})
-                    optimizer.zero_grad(set_to_none=True)
+                    world.zero_grad(train_model, optimizer)
                     break
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
+                world.step(train_model, optimizer, trainable, cfg.max_grad_norm)
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 step += 1
                 next_group += 1
 
@@ -403,7 +447,7 @@ def fit(
             epoch, next_group = epoch + 1, 0
     except KeyboardInterrupt:
         interrupted = True
-        optimizer.zero_grad(set_to_none=True)
+        world.zero_grad(train_model, optimizer)
     except BaseException:
         bus.close(False)  # an unexpected error: the sinks are closed, the error goes on
         raise
@@ -418,9 +462,9 @@ def fit(
         )
     if diverged:
         stop_reason = f"diverged: {diverged}"
-    elif (history["best_step"] is None or not run.val) and world.main:
+    elif history["best_step"] is None or not run.val:
         # No validation (or it never beat the untrained model): the result is the last state.
-        save_weights(model, tok, weights_dir)
+        save(weights_dir)
     wall = time.perf_counter() - started
     initial, last = history["initial"] or {}, history["last"] or {}
     summary: dict[str, Any] = {

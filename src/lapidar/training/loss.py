@@ -155,9 +155,10 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
 
     def reduce(hidden: torch.Tensor, keep: torch.Tensor, head) -> torch.Tensor:
         h = hidden[:, :-1][keep]  # [N, H]
-        if type(head) is torch.nn.Linear and head.bias is None:
+        # A ZeRO-3 head (`ds_id`) holds its weight only while it is called itself.
+        if type(head) is torch.nn.Linear and head.bias is None and not hasattr(head.weight, "ds_id"):
             return linear_cross_entropy(h, head, y)
-        # A wrapped or quantised head: plain chunked projection, autograd keeps each chunk's log-softmax.
+        # A wrapped, quantised or ZeRO-3 head: plain chunked projection, autograd keeps each chunk's log-softmax.
         total = hidden.new_zeros((), dtype=torch.float32)
         for s in range(0, y.numel(), CHUNK):
             logits = head(h[s : s + CHUNK]).float()  # [n, V]
