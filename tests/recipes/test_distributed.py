@@ -3,7 +3,8 @@
 `--nproc 2 --batch-size 2` must give the losses of one process with `--batch-size 4`: the global batches are the
 same rows, and token counts are summed over the processes before the gradients are normalised. Only process 0
 writes: metrics.jsonl holds one row per step. The same run started by torchrun itself (one machine, or two
-"nodes" with a local rendezvous) works unchanged, and a killed 2-process run resumes exactly.
+"nodes" with a local rendezvous) works unchanged, and a killed 2-process run resumes exactly. The sharding strategies
+(torch FSDP2, DeepSpeed ZeRO-2/3) run on CPU too and train what one process trains.
 """
 
 from __future__ import annotations
@@ -102,6 +103,47 @@ def test_fsdp_shards_and_trains_what_one_process_trains(data, one_process, tmp_p
     assert a.shape == (r, model.config.hidden_size) and a.abs().sum() > 0
 
 
+@pytest.mark.parametrize("strategy", ["zero3", pytest.param("zero2", marks=pytest.mark.slow)])
+def test_deepspeed_zero_trains_what_one_process_trains(data, one_process, tmp_path, strategy):
+    # DeepSpeed's engine on CPU (gloo): ZeRO-2 shards gradients and optimiser states, ZeRO-3 the weights too.
+    pytest.importorskip("deepspeed")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--max-steps", "20", "--batch-size", "2", "--nproc", "2", *STEPS]
+    proc = subprocess.run(
+        cli(*args, "--strategy", strategy, "--output", str(run)), capture_output=True, text=True, timeout=900,
+        env=env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"DeepSpeed ZeRO-{strategy[-1]}: " in proc.stdout and "2 processes (global batch 4)" in proc.stdout
+    one, two = train_losses(one_process), train_losses(run)
+    assert len(two) == 20 and two[0] == pytest.approx(one[0], abs=1e-3)
+    assert two[-1] == pytest.approx(one[-1], rel=0.02)
+    # The checkpoint holds DeepSpeed's own shards (one optimiser file per process); the adapter is whole.
+    engine = next((run / "checkpoints").glob("step-*")) / "deepspeed" / "state"
+    assert len(list(engine.glob("*optim_states.pt"))) == 2
+    from peft import PeftModel
+
+    from lapidar.models.loading import load_model, resolve_model
+
+    PeftModel.from_pretrained(load_model(resolve_model("tiny-qwen2.5")), str(run / "adapter"))
+
+
+def test_accelerate_launch_with_its_fsdp_flag_runs_fsdp(data, one_process, tmp_path):
+    # `accelerate launch --use_fsdp` (its own launcher, 2 processes on this CPU): the run trains under FSDP2, says
+    # so, and its first step is the one of one process with the global batch.
+    run = tmp_path / "run"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
+    args = ["train", "--data", str(data), "--max-steps", "2", "--batch-size", "2", *STEPS, "--output", str(run)]
+    proc = subprocess.run(
+        [*launcher, "--use_fsdp", "-m", "lapidar", *args], capture_output=True, text=True, timeout=900, env=env()
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "training with --strategy fsdp" in proc.stdout and "FSDP2: weights, gradients" in proc.stdout
+    assert "2 processes (global batch 4)" in proc.stdout
+    assert train_losses(run)[0] == pytest.approx(train_losses(one_process)[0], abs=1e-3)
+    assert "strategy: fsdp" in (run / "config.yaml").read_text(), "a --resume must use the launcher's strategy"
+
+
 def test_fsdp_full_fine_tune_gathers_the_whole_model(data, tmp_path):
     # Full fine-tuning sharded over 2 processes ends with the weights one process would have (gathered for saving).
     args = ["train", "--data", str(data), "--method", "full", "--lr", "1e-4", "--max-steps", "3", *STEPS[2:]]
@@ -174,8 +216,10 @@ def test_bad_data_fails_once_in_the_launcher(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
 def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path, strategy):
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
     common = ["train", "--data", str(data), "--max-steps", "8", "--batch-size", "2", "--nproc", "2",
               "--save-steps", "4", "--strategy", strategy, *STEPS]  # fmt: skip
     straight = tmp_path / "straight"
@@ -204,7 +248,7 @@ def test_kill_9_of_two_processes_then_resume_matches(data, tmp_path, strategy):
     assert train_losses(killed) == pytest.approx(train_losses(straight), rel=1e-4)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_process_dpo_trains(tmp_path, strategy):
     data = FIXTURES / "preference" / "pairs_train.jsonl"
     run = tmp_path / "run"

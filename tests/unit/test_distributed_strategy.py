@@ -13,7 +13,7 @@ import pytest
 
 from lapidar.config import TrainConfig
 from lapidar.errors import UserError
-from lapidar.training.distributed import STRATEGIES, check_strategy
+from lapidar.training.distributed import STRATEGIES, check_strategy, launcher_strategy
 from lapidar.training.estimate import estimate
 
 STRATEGY_FILES = Path(__file__).parents[2] / "src" / "lapidar" / "resources" / "strategies"
@@ -49,20 +49,21 @@ def test_estimate_cli_prints_the_strategy_in_json():
     assert report["zero"] == 3 and report["offload"] is True
 
 
-def test_zero_needs_cuda_and_deepspeed():
+def test_zero_without_deepspeed_names_the_package_and_the_alternatives(monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if it were not installed
     for strategy in ("zero2", "zero3", "zero3-offload"):
-        with pytest.raises(UserError, match=r"DeepSpeed ZeRO, which needs CUDA GPUs") as e:
-            check_strategy(strategy, cuda=False)
-        assert "--strategy fsdp" in str(e.value) and "--strategy ddp" in str(e.value)
+        with pytest.raises(UserError, match=r"DeepSpeed ZeRO, which needs the deepspeed package") as e:
+            check_strategy(strategy)
+        assert "pip install 'lapidar[deepspeed]'" in str(e.value) and "--strategy fsdp" in str(e.value)
 
 
 def test_fsdp_runs_on_cpu_for_methods_whose_weights_can_be_sharded():
     for method in ("lora", "lora-plus", "dora", "full", "freeze"):
-        check_strategy("fsdp", method, cuda=False)
-    check_strategy("ddp", "qlora", cuda=False)
+        check_strategy("fsdp", method)
+    check_strategy("ddp", "qlora")
     for method, what in (("qlora", "4bit bitsandbytes base"), ("galore", "galore optimiser")):
         with pytest.raises(UserError, match=what) as e:
-            check_strategy("fsdp", method, cuda=False)
+            check_strategy("zero3", method)
         assert f"--strategy ddp with --method {method}" in str(e.value)
 
 
@@ -87,12 +88,12 @@ def test_fsdp_processes_on_one_machine_are_estimated_by_their_shard():
 def test_train_refuses_before_reading_data(tmp_path):
     # The data file does not exist: the strategy is refused first, in one line, exit 2.
     proc = subprocess.run(
-        [sys.executable, "-m", "lapidar", "train", "--data", str(tmp_path / "absent.jsonl"), "--strategy", "zero3",
-         "--nproc", "2", "--output", str(tmp_path / "run")],
+        [sys.executable, "-m", "lapidar", "train", "--data", str(tmp_path / "absent.jsonl"), "--strategy", "fsdp",
+         "--method", "qlora", "--nproc", "2", "--output", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "error: --strategy zero3 is DeepSpeed ZeRO" in proc.stderr
+    assert "error: --method qlora with --strategy fsdp: a 4bit bitsandbytes base cannot be sharded" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -103,3 +104,41 @@ def test_every_strategy_with_a_config_ships_one():
             assert config["zero_optimization"]["stage"] == int(strategy[4])
             assert ("offload_optimizer" in config["zero_optimization"]) == strategy.endswith("offload")
     assert "fsdp_version: 2" in (STRATEGY_FILES / "fsdp.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("env", "strategy"),
+    [
+        ({}, None),
+        ({"ACCELERATE_USE_FSDP": "true"}, "fsdp"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, "zero2"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "zero3"),
+        (
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+                "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu",
+                "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "none",
+            },
+            "zero3-offload",
+        ),
+    ],
+)
+def test_the_strategy_accelerate_launch_asked_for(env, strategy):
+    assert launcher_strategy(env) == strategy
+
+
+def test_a_deepspeed_config_file_decides_the_stage(tmp_path):
+    shipped = STRATEGY_FILES / "zero3-offload.json"
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(shipped)}
+    assert launcher_strategy(env) == "zero3-offload"
+    stage1 = tmp_path / "ds.json"
+    stage1.write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+    with pytest.raises(UserError, match=r"ds.json asks for ZeRO stage 1; lapidar runs ZeRO-2, ZeRO-3"):
+        launcher_strategy({**env, "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(stage1)})
+    nvme = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+    with pytest.raises(UserError, match="with nvme offload"):
+        launcher_strategy({**nvme, "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "nvme"})
+    stage1.write_text("{not json")
+    with pytest.raises(UserError, match="cannot read it as a DeepSpeed JSON config"):
+        launcher_strategy({**env, "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(stage1)})

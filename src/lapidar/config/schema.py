@@ -181,9 +181,10 @@ class TrainConfig(BaseModel):
     strategy: Literal["ddp", "fsdp", "zero2", "zero3", "zero3-offload"] = setting(
         "ddp",
         group="scale",
-        help="How several processes share the work (accelerate): ddp copies the model into each process; fsdp "
-        "shards weights, gradients and optimiser states (FSDP2); zero2/zero3/zero3-offload are DeepSpeed ZeRO "
-        "(CUDA GPUs and pip install 'lapidar[deepspeed]'; configs shipped in lapidar/resources/strategies).",
+        help="How several processes share the model: ddp copies it into each process (DDP through accelerate); "
+        "fsdp shards weights, gradients and optimiser states (torch FSDP2); zero2 shards gradients and optimiser "
+        "states, zero3 weights too, zero3-offload keeps optimiser states in CPU memory (DeepSpeed ZeRO, pip install "
+        "'lapidar[deepspeed]'; configs in lapidar/resources/strategies). All run on CPU (gloo) and GPUs (NCCL).",
     )
     # ---- evaluation, early stopping
     eval_steps: int = setting(50, group="eval", ge=1, help="Compute validation loss every N optimiser steps.")

@@ -37,7 +37,15 @@ from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve
 from lapidar.models.qwen import checkpoint_first_layers
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
 from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
-from lapidar.training.distributed import ENGINES, World, check_strategy, join, launch, launch_ray
+from lapidar.training.distributed import (
+    ENGINES,
+    World,
+    check_strategy,
+    join,
+    launch,
+    launch_ray,
+    launcher_strategy,
+)
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks, use_bf16
@@ -251,7 +259,10 @@ def main(
     SIGTERM stop the run cleanly.
     """
     console = console or Console()
+    cfg, launched_note = _launcher_strategy(cfg)
     world = join(cfg.strategy)  # one of several processes when torchrun / accelerate launch started this one
+    if launched_note and world.main:
+        console.print(f"[yellow]note:[/yellow] {launched_note}")
     if world.size == 1 and (cfg.nproc > 1 or cfg.launcher == "ray") and not os.environ.get(PREPARED_ENV):
         return _launch(cfg, console, resume)
     checkpoint = None
@@ -276,6 +287,22 @@ def main(
     print_summary(console, summary, run.run_dir)
     print_findings(console, diagnose(run.run_dir))
     return summary, run.run_dir
+
+
+def _launcher_strategy(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """`cfg` with the strategy `accelerate launch` asked for (its FSDP or DeepSpeed option), and the note saying so."""
+    asked = launcher_strategy()
+    if asked is None or asked == cfg.strategy:
+        return cfg, ""
+    if cfg.strategy != "ddp":
+        raise UserError(
+            f"--strategy {cfg.strategy} and accelerate launch (which asks for --strategy {asked}) disagree; drop "
+            f"--strategy (the launcher's choice is used), or leave FSDP/DeepSpeed out of the accelerate launch options"
+        )
+    return cfg.model_copy(update={"strategy": asked}), (
+        f"accelerate launch asked for {ENGINES[asked]}: training with --strategy {asked} (lapidar's own settings "
+        f"for it; the launcher's other FSDP/DeepSpeed options are not read)"
+    )
 
 
 def _setup_in_world(cfg: TrainConfig, console: Console, resume: bool, world: World) -> RunData:

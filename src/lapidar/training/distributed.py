@@ -20,11 +20,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -43,6 +43,7 @@ __all__ = [
     "join",
     "launch",
     "launch_ray",
+    "launcher_strategy",
     "unwrap",
 ]
 
@@ -98,6 +99,55 @@ def check_strategy(strategy: str, method: str = "lora") -> None:
             "'lapidar[deepspeed]' (it runs on CPU too); or use --strategy fsdp (torch's FSDP2, the same sharding as "
             "ZeRO-3, nothing to install) or --strategy ddp"
         ) from None
+
+
+# What `accelerate launch` passes its processes (from its FSDP / DeepSpeed options or its config file).
+_ACCELERATE_FSDP, _ACCELERATE_DEEPSPEED = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
+
+
+def launcher_strategy(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The strategy `accelerate launch` was asked for (FSDP, or DeepSpeed with a ZeRO stage and offload), or None.
+
+    lapidar drives FSDP2 and DeepSpeed itself with its own settings; the launcher's choice of engine and ZeRO stage
+    is what carries over. A stage or offload lapidar does not run is refused, naming the strategies it does run.
+    """
+
+    def on(name: str) -> bool:
+        return environ.get(name, "false").lower() == "true"
+
+    if on(_ACCELERATE_FSDP):
+        return "fsdp"
+    if not on(_ACCELERATE_DEEPSPEED):
+        return None
+    stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    offload = {environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower()}
+    offload.add(environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none").lower())
+    where = "accelerate launch (DeepSpeed)"
+    config_file = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if config_file and config_file.lower() != "none":
+        where = f"the DeepSpeed config {config_file}"
+        try:
+            zero = json.loads(Path(config_file).read_text(encoding="utf-8")).get("zero_optimization", {})
+        except (OSError, ValueError, AttributeError) as e:
+            raise UserError(
+                f"{config_file}: cannot read it as a DeepSpeed JSON config ({e}); fix the file, or launch with "
+                "`lapidar train CONFIG --nproc N --strategy zero3`"
+            ) from None
+        stage = str(zero.get("stage", stage))
+        for key in ("offload_optimizer", "offload_param"):
+            offload.add(str((zero.get(key) or {}).get("device", "none")).lower())
+    offload -= {"none", ""}
+    chosen = {("2", False): "zero2", ("3", False): "zero3", ("3", True): "zero3-offload"}.get(
+        (str(stage), offload == {"cpu"})
+    )
+    if chosen is None or offload - {"cpu"} or (chosen == "zero2" and offload):
+        asked = f"ZeRO stage {stage}" + (f" with {'/'.join(sorted(offload))} offload" if offload else "")
+        raise UserError(
+            f"{where} asks for {asked}; lapidar runs ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload: set "
+            "zero_stage 2 or 3 (offload device cpu or none), or launch with "
+            "`lapidar train CONFIG --nproc N --strategy zero2|zero3|zero3-offload`"
+        )
+    return chosen
 
 
 def unwrap(model: Any) -> Any:
@@ -191,7 +241,8 @@ class World:
         from torch.distributed.tensor import DTensor
 
         if not adapter:
-            whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            whole = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=options))
             # A tied weight (Qwen's head is its embedding) is gathered once per name: keep the first name only, as
             # save_pretrained does for a model whose tied weights share storage.
             seen: set[int] = set()
@@ -206,8 +257,9 @@ class World:
 
         raw = model.state_dict()
         key_of = {id(v): k for k, v in raw.items()}
-        picked = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
-        if None in picked:
+        found = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
+        picked = [k for k in found if k is not None]
+        if len(picked) != len(found):
             raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
         out: dict[str, torch.Tensor] = {}
         for key in picked:  # the same keys in the same order on every process: one all-gather each
@@ -254,7 +306,10 @@ class World:
             )
             return
         if state is None:
-            raise UserError(f"{checkpoint} was written by a DeepSpeed run; resume it with the --strategy it used")
+            raise UserError(
+                f"{checkpoint} was written by a DeepSpeed run (it holds {ENGINE_DIR}/ and no optimiser state of "
+                f"its own); resume it with the --strategy (zero2, zero3 or zero3-offload) it was trained with"
+            )
         if not self.sharded:
             optimizer.load_state_dict(state)
             return
@@ -390,8 +445,9 @@ def _gather_zero3(model: Any, adapter: bool, main: bool) -> dict[str, torch.Tens
         from peft import get_peft_model_state_dict
 
         key_of = {id(v): k for k, v in raw.items()}
-        keys = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
-        if None in keys:
+        found = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
+        keys = [k for k in found if k is not None]
+        if len(keys) != len(found):
             raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
     else:
         seen: set[int] = set()
@@ -424,7 +480,13 @@ def join(strategy: str = "ddp") -> World:
     from accelerate import Accelerator
 
     # accelerate reads RANK/WORLD_SIZE/MASTER_ADDR from torchrun and opens the group: gloo on CPU, NCCL on GPUs.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # It is asked for nothing more: FSDP2 and DeepSpeed are driven by `World.prepare` (the strategy `accelerate
+    # launch` asked for is the run's --strategy, see `launcher_strategy`), so its own plugins stay off.
+    hidden = {name: os.environ.pop(name) for name in (_ACCELERATE_FSDP, _ACCELERATE_DEEPSPEED) if name in os.environ}
+    try:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    finally:
+        os.environ.update(hidden)
     return World(accelerator.process_index, accelerator.num_processes, accelerator, strategy)
 
 
