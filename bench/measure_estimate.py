@@ -4,7 +4,7 @@
     python bench/measure_estimate.py report              # predictions from the current model -> ESTIMATE_ACCURACY.md
 
 Each run is a real `lapidar.recipes.train.main` in its own process (random-init weights at the preset's real shape,
-rows long enough to fill max_length), one at a time; peaks are the process's ru_maxrss (summary.json
+rows long enough to fill max_length), one at a time; peaks are the process's own high-water mark, VmHWM (summary.json
 `peak_memory_mib`). Measurements are kept in bench/estimate_measurements.json so the report can be redone.
 """
 

@@ -9,7 +9,7 @@ Trainer with a sequential sampler over them; the plain recipe pads each batch to
 `DataCollatorForSeq2Seq` does), so the trained tokens and the loss curves are comparable step by step.
 
 Each stack runs as `python -m lapidar.recipes.bench STACK SPEC.json RESULT.json`; the parent samples the resident
-memory of the whole process tree and also takes the child's `ru_maxrss`. Steps are timed from the end of one
+memory of the whole process tree and also takes the child's own high-water mark (VmHWM). Steps are timed from the end of one
 optimiser step to the end of the next, minus the validation passes in between; tokens/s counts non-padding tokens
 of steps 3..N (the first two warm up allocators and kernels).
 """
@@ -31,7 +31,7 @@ from rich.table import Table
 
 from lapidar.data.formats import bundled_example
 from lapidar.io import write_json, write_text
-from lapidar.training.hardware import matmul_gflops, native_bf16
+from lapidar.training.hardware import matmul_gflops, native_bf16, peak_rss_mib
 
 __all__ = [
     "BenchSpec",
@@ -404,9 +404,7 @@ def _worker(stack: str, spec_path: Path, result_path: Path) -> None:
     quiet_libraries()
     spec = BenchSpec(**json.loads(spec_path.read_text(encoding="utf-8")))
     result = _run_plain(spec) if stack == "plain" else _run_lapidar(spec)
-    import resource
-
-    result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["own_peak_mib"] = peak_rss_mib()  # this process's high-water mark (not the launcher's, see peak_rss_mib)
     write_json(result_path, result)
 
 
@@ -461,7 +459,7 @@ def run_stack(stack: str, spec: BenchSpec, log: Path) -> dict:
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-30:])
         raise RuntimeError(f"bench stack {stack!r} failed (exit {proc.returncode}); log {log}:\n{tail}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
-    result["peak_rss_mib"] = max(peak, result["ru_maxrss_mib"])
+    result["peak_rss_mib"] = max(peak, result["own_peak_mib"])
     result["peak_rss_sampled_mib"] = peak
     return result
 

@@ -23,6 +23,7 @@ __all__ = [
     "matmul_gflops",
     "native_bf16",
     "parse_memory",
+    "peak_rss_mib",
     "quant_compute_bf16",
     "release_mapped_pages",
     "return_freed_blocks",
@@ -132,6 +133,25 @@ def _meminfo() -> dict[str, int]:
             if parts and parts[0].isdigit():
                 out[key] = int(parts[0]) * 1024
     return out
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB: its own address space's high-water mark.
+
+    Not `ru_maxrss` alone: Linux carries it over `execve`, so a process that subprocess started (vfork + exec) from
+    a big parent (the web app, a test runner) would report the parent's peak. /proc/self/status's VmHWM belongs to
+    the process's own address space; elsewhere ru_maxrss is all there is (bytes on macOS, KiB on other systems).
+    """
+    import resource
+    import sys
+
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def _cpu_flags() -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,13 +41,13 @@ from lapidar.training.checkpoint import (
 )
 from lapidar.training.distributed import SHARING, World
 from lapidar.training.events import EventBus, MetricsSink, Sink, TrackerSink
-from lapidar.training.hardware import use_bf16
+from lapidar.training.hardware import peak_rss_mib, use_bf16
 from lapidar.training.objectives import BatchLoss, Context, Objective, get_objective
 from lapidar.training.observers import EarlyStopping, plot_losses, read_metrics
 from lapidar.training.optim import build_optimizer
 from lapidar.training.schedule import lr_factor
 
-__all__ = ["RunData", "StopRequest", "TrainingDiverged", "evaluate", "fit", "neftune", "peak_rss_mib"]
+__all__ = ["RunData", "StopRequest", "TrainingDiverged", "evaluate", "fit", "neftune"]
 
 
 @dataclass
@@ -90,11 +89,6 @@ class StopRequest:
 
 class TrainingDiverged(UserError):
     """The loss stopped being a number; the message says where the last good weights are and what to change."""
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def neftune(model, alpha: float) -> None:
