@@ -183,7 +183,7 @@ def test_estimate_command_prints_json():
         "logits / loss",
         "framework overhead",
     }
-    assert report["quant"] == "4bit" and report["precision"] == "fp32"  # T4: no bf16
+    assert report["quant"] == "4bit" and report["precision"] == "fp16 autocast, loss scaling"  # T4: no bf16
 
 
 def test_flops_per_token_follow_the_6n_and_4n_rules():

@@ -138,10 +138,12 @@ class TrainConfig(BaseModel):
         "cosine", group="schedule", help="LR schedule after warmup."
     )
     # ---- memory, speed, reproducibility
-    precision: Literal["auto", "fp32", "bf16"] = setting(
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto",
         group="compute",
-        help="auto: bf16 autocast where the hardware runs it fast (CUDA, CPU with AVX512-BF16).",
+        help="auto: bf16 autocast where the hardware runs it fast (CUDA with bf16, CPU with AVX512-BF16); fp16 "
+        "autocast with loss scaling on CUDA GPUs without bf16 (T4, V100); fp32 elsewhere. fp16 elsewhere only "
+        "when asked (trained weights stay fp32).",
     )
     gradient_checkpointing: bool = setting(
         False, group="compute", help="Recompute activations in backward: less memory, ~1/3 more compute."

@@ -56,9 +56,9 @@ class Method:
     fused_lora: bool = False
 
 
-def frozen_linears_to_bf16(model) -> int:
-    """Hold every frozen `nn.Linear` weight (and bias) of the decoder layers in bf16; return how many parameters
-    changed dtype.
+def frozen_linears_to_bf16(model, dtype: Any = None) -> int:
+    """Hold every frozen `nn.Linear` weight (and bias) of the decoder layers in bf16 (or `dtype`: fp16 under fp16
+    autocast, from fp32 or bf16 weights); return how many parameters changed dtype.
 
     Under bf16 autocast a linear layer casts an fp32 weight to bf16 at every forward and keeps that copy for the
     backward pass, so a frozen fp32 weight costs 4 bytes held + 2 bytes per step, and computes exactly what a bf16
@@ -69,6 +69,9 @@ def frozen_linears_to_bf16(model) -> int:
     import torch
 
     from lapidar.training.hardware import release_mapped_pages
+
+    dtype = dtype or torch.bfloat16
+    sources = (torch.float32,) if dtype == torch.bfloat16 else (torch.float32, torch.bfloat16)
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -82,10 +85,10 @@ def frozen_linears_to_bf16(model) -> int:
             if type(module) is not torch.nn.Linear:
                 continue  # peft's LoRA wrappers hold their base layer as a plain nn.Linear child
             for param in module.parameters(recurse=False):
-                if param.requires_grad or param.dtype != torch.float32:
+                if param.requires_grad or param.dtype not in sources:
                     continue
                 dropped.append(param.data)
-                param.data = param.data.to(torch.bfloat16)
+                param.data = param.data.to(dtype)
                 changed += param.numel()
         # transformers 5 leaves loaded weights as views of the mmapped safetensors file, and every fp32 page read
         # for the cast would stay resident until the file is unmapped (all 1.9 GB of the 0.5B shape at once, beside
@@ -321,7 +324,7 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def quantization_config(method: Method, compute_bf16: bool):
+def quantization_config(method: Method, compute_dtype: Any = None):
     """The `BitsAndBytesConfig` a quantised method loads its base with (None for others)."""
     if method.quant is None:
         return None
@@ -339,7 +342,7 @@ def quantization_config(method: Method, compute_bf16: bool):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if compute_bf16 else torch.float32,
+        bnb_4bit_compute_dtype=compute_dtype or torch.float32,
     )
 
 

@@ -48,7 +48,7 @@ from lapidar.training.distributed import (
 )
 from lapidar.training.estimate import check_fits
 from lapidar.training.events import Sink, console_sink
-from lapidar.training.hardware import quant_compute_bf16, return_freed_blocks, use_bf16
+from lapidar.training.hardware import quant_compute_dtype, return_freed_blocks, use_bf16, use_fp16
 from lapidar.training.loop import RunData, StopRequest, TrainingDiverged, fit
 from lapidar.training.objectives import KINDS_FOR_OBJECTIVE, OBJECTIVE_FOR_KIND, get_objective
 from lapidar.training.optim import check_optimizer
@@ -104,7 +104,7 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
     if method.adapter:
         resolve_targets(cfg.target_modules)
     check_optimizer(method.optimizer or cfg.optimizer)  # a missing package fails before data and weights load
-    check_strategy(cfg.strategy, cfg.method)  # a missing GPU or deepspeed too, a method that cannot shard
+    check_strategy(cfg.strategy, cfg.method, cfg.precision)  # a missing deepspeed, what cannot be sharded
     train_path, val_path = _data_paths(cfg)
     all_kinds = tuple(OBJECTIVE_FOR_KIND)
     examples, fmt = load_examples(train_path, kinds=all_kinds)
@@ -202,8 +202,8 @@ def load_prepared_model(run: RunData):
         # Training on CPU: freed activations go back to the OS instead of staying in glibc's heap (a third less
         # peak memory on the 0.5B shape; see hardware.return_freed_blocks).
         return_freed_blocks()
-    # 4-bit compute in bf16 only where bf16 is asked for or native on the GPU; fp32 on CPU otherwise.
-    quant = quantization_config(method, compute_bf16=quant_compute_bf16(cfg.precision))
+    # 4-bit compute in bf16 where bf16 is asked for or native on the GPU, fp16 where the run trains in fp16, else fp32.
+    quant = quantization_config(method, quant_compute_dtype(cfg.precision))
     model = load_model(run.source, quantization_config=quant)
     resize_embeddings(model, len(run.tokenizer))
     init_new_rows(model, run.new_tokens)
@@ -216,10 +216,27 @@ def load_prepared_model(run: RunData):
             checkpoint_first_layers(model, cfg.checkpoint_layers)
     model = apply_method(model, cfg, run.new_tokens.ids, run.notes)  # what the method says about this model
     n_params = sum(p.numel() for p in model.parameters())
-    if method.bf16_frozen_base and quant is None and use_bf16(cfg.precision, n_params):
+    bf16 = use_bf16(cfg.precision, n_params)
+    if method.bf16_frozen_base and quant is None and bf16:
         # Same losses as fp32 frozen weights under autocast, a third of their bytes (methods.frozen_linears_to_bf16).
         frozen_linears_to_bf16(model)
+    elif not bf16 and use_fp16(cfg.precision):
+        _fp16_weights(model, method.bf16_frozen_base and quant is None, run.notes)
     return model
+
+
+def _fp16_weights(model, frozen_to_fp16: bool, notes: list[str]) -> None:
+    """Under fp16 autocast: trained weights in fp32 (the gradient scaler unscales and steps fp32 gradients; fp16
+    weights would lose small updates), frozen decoder linears in fp16 (what autocast computes with anyway)."""
+    promoted = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            promoted += param.numel()
+    if promoted:
+        notes.append(f"fp16: {promoted:,} trained parameters held in fp32 (they were loaded in 16 bits)")
+    if frozen_to_fp16:
+        frozen_linears_to_bf16(model, torch.float16)
 
 
 @contextmanager

@@ -69,7 +69,7 @@ SHARING = {
 }
 
 
-def check_strategy(strategy: str, method: str = "lora") -> None:
+def check_strategy(strategy: str, method: str = "lora", precision: str = "auto") -> None:
     """Refuse, before data or weights load, a `--strategy` this machine, this install or this method cannot run.
 
     fsdp is torch's FSDP2 (`fully_shard`) and zero2/zero3/zero3-offload DeepSpeed's engine, on CPU (gloo) as on GPUs
@@ -88,6 +88,14 @@ def check_strategy(strategy: str, method: str = "lora") -> None:
         raise UserError(
             f"--method {method} with --strategy {strategy}: {what} cannot be sharded (each process needs whole "
             f"weights for it); use --strategy ddp with --method {method}, or --method lora with --strategy {strategy}"
+        )
+    from lapidar.training.hardware import use_fp16
+
+    if use_fp16(precision):
+        asked = "--precision fp16" if precision == "fp16" else "fp16 (--precision auto on a GPU without bf16)"
+        raise UserError(
+            f"{asked} with --strategy {strategy}: lapidar's fp16 loss scaling runs with --strategy ddp only; use "
+            f"--strategy ddp, or --precision fp32 with --strategy {strategy}"
         )
     if strategy == "fsdp":
         return
@@ -211,14 +219,25 @@ class World:
         else:
             loss.backward()
 
-    def step(self, train_model: Any, optimizer: Any, params: list, max_norm: float) -> None:
-        """One optimiser step on the accumulated gradients, clipped to `max_norm`, then gradients cleared."""
+    def step(self, train_model: Any, optimizer: Any, params: list, max_norm: float, scaler: Any = None) -> bool:
+        """One optimiser step on the accumulated gradients, clipped to `max_norm`, then gradients cleared; True when
+        fp16's gradient `scaler` found them overflowed and skipped the step."""
         if self.deepspeed:
             train_model.step()  # reduces the gradients, clips them (gradient_clipping), steps, clears them
-            return
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        optimizer.step()
+            return False
+        skipped = False
+        if scaler is not None and scaler.is_enabled():
+            scaler.unscale_(optimizer)  # clipping sees the true gradients
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            before = scaler.get_scale()
+            scaler.step(optimizer)  # skipped when a gradient is inf/nan
+            scaler.update()
+            skipped = scaler.get_scale() < before
+        else:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return skipped
 
     def zero_grad(self, train_model: Any, optimizer: Any) -> None:
         """Drop the accumulated gradients without stepping."""

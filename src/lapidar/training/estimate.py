@@ -9,6 +9,7 @@ when it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from lapidar.config import TrainConfig
 from lapidar.errors import UserError
 from lapidar.methods import get_method, resolve_targets
 from lapidar.training.distributed import SHARDED
-from lapidar.training.hardware import Device, bf16_rule, cpu_device, find_gpu, parse_memory, this_machine
+from lapidar.training.hardware import Device, bf16_rule, cpu_device, find_gpu, fp16_rule, parse_memory, this_machine
 from lapidar.training.memory import (
     ATTENTION,
     MLP,
@@ -280,6 +281,9 @@ def plan_from_config(
     method = get_method(cfg.method)
     targets = tuple(resolve_targets(cfg.target_modules)) if method.adapter else ()
     bf16 = bf16_rule(cfg.precision, shape.n_params, device.kind == "cuda", bool(device.bf16))
+    fp16 = not bf16 and fp16_rule(cfg.precision, device.kind == "cuda", bool(device.bf16))
+    if fp16 and not method.adapter:
+        weight_bytes = 4  # trained weights are held in fp32 under fp16 (the gradient scaler steps fp32 masters)
     seq_len, labels = cfg.max_length, None
     if stats is not None:
         seq_len, labels = min(stats.widest, cfg.max_length), stats.most_labels
@@ -295,7 +299,8 @@ def plan_from_config(
         gradient_checkpointing=cfg.gradient_checkpointing,
         checkpoint_layers=cfg.checkpoint_layers or 0,
         weight_bytes=weight_bytes,
-        bf16=bf16,
+        bf16=bf16 or fp16,
+        fp16=fp16,
         quant=quant or method.quant,
         lora_r=cfg.lora_r,
         lora_dropout=cfg.lora_dropout,
@@ -431,6 +436,8 @@ def _apply(plan: Plan, changes: list[str]) -> Plan | None:
 
 def precision(plan: Plan) -> str:
     """How training computes: bf16 autocast, bf16 weights, or fp32 (a 4/8-bit base computes in fp32 on CPU)."""
+    if plan.fp16:
+        return "fp16 autocast, loss scaling"
     if plan.bf16:
         return "bf16 autocast"
     return "bf16" if plan.weight_bytes == 2 and plan.quant_bits is None else "fp32"
@@ -442,7 +449,7 @@ def precision(plan: Plan) -> str:
 def epoch_seconds(plan: Plan, stats: DataStats, device: Device, efficiency: float | None = None) -> tuple[float, float]:
     """(seconds per epoch, trained tokens per second) from the data's token counts and a throughput model."""
     bf16 = plan.bf16 or plan.weight_bytes == 2
-    peak = device.peak_tflops(bf16) * 1e12
+    peak = device.peak_tflops(bf16, plan.fp16) * 1e12
     if efficiency is None:
         key = "cpu" if device.kind == "cpu" else ("cuda-quantised" if plan.quant_bits else "cuda")
         efficiency = EFFICIENCY[key]
@@ -467,7 +474,7 @@ def _resolve_device(device: str | None, memory: str | None, probe: bool) -> Devi
     if device:
         d = find_gpu(device)
         if memory:
-            d = Device(d.name, parse_memory(memory), d.bf16_tflops, d.fp32_tflops, d.kind, d.note)
+            d = dataclasses.replace(d, memory=parse_memory(memory))
         return d
     if memory:
         return Device(f"a device with {memory}", parse_memory(memory), 100.0, 20.0, "cuda", "bf16 assumed")

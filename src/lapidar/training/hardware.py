@@ -6,10 +6,12 @@ GPU numbers are the vendors' published dense (no sparsity) peaks; memory is what
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lapidar.errors import UserError
 
@@ -20,15 +22,17 @@ __all__ = [
     "cpu_device",
     "cpu_native_bf16",
     "find_gpu",
+    "fp16_rule",
     "matmul_gflops",
     "native_bf16",
     "parse_memory",
     "peak_rss_mib",
-    "quant_compute_bf16",
+    "quant_compute_dtype",
     "release_mapped_pages",
     "return_freed_blocks",
     "this_machine",
     "use_bf16",
+    "use_fp16",
 ]
 
 GiB = 2**30
@@ -40,32 +44,35 @@ class Device:
 
     name: str
     memory: float  # bytes usable by one process (RAM available, or the GPU's total)
-    bf16_tflops: float | None  # dense bf16 peak; None: no bf16 (lapidar then trains in fp32)
+    bf16_tflops: float | None  # dense bf16 peak; None: no bf16 (lapidar then trains in fp16 on a GPU, fp32 on CPU)
     fp32_tflops: float
     kind: str = "cuda"  # "cuda" or "cpu"
     note: str = ""
+    fp16_tflops: float | None = None  # dense fp16 tensor-core peak, where it matters (GPUs without bf16)
 
     @property
     def bf16(self) -> bool:
         """Whether lapidar trains under bf16 autocast on this device (`precision: auto`)."""
         return self.bf16_tflops is not None
 
-    def peak_tflops(self, bf16: bool) -> float:
+    def peak_tflops(self, bf16: bool, fp16: bool = False) -> float:
         """Peak matmul TFLOP/s in the precision training uses."""
+        if fp16 and self.fp16_tflops:
+            return self.fp16_tflops
         return self.bf16_tflops if bf16 and self.bf16_tflops else self.fp32_tflops
 
 
-def _gpu(name: str, gib: float, bf16: float | None, fp32: float, note: str = "") -> Device:
-    return Device(name, gib * GiB, bf16, fp32, "cuda", note)
+def _gpu(name: str, gib: float, bf16: float | None, fp32: float, note: str = "", fp16: float | None = None) -> Device:
+    return Device(name, gib * GiB, bf16, fp32, "cuda", note, fp16)
 
 
 # name -> device; aliases are matched case-insensitively, ignoring spaces, dashes and "nvidia"/"geforce".
 GPUS: dict[str, Device] = {
     d.name: d
     for d in (
-        _gpu("T4", 15.0, None, 8.1, "Turing: no bf16 (fp16 only); lapidar trains in fp32 there"),
-        _gpu("V100 16GB", 16.0, None, 15.7, "Volta: no bf16"),
-        _gpu("V100 32GB", 32.0, None, 15.7, "Volta: no bf16"),
+        _gpu("T4", 15.0, None, 8.1, "Turing: no bf16; lapidar trains in fp16 with loss scaling there", 65.0),
+        _gpu("V100 16GB", 16.0, None, 15.7, "Volta: no bf16; lapidar trains in fp16 with loss scaling there", 125.0),
+        _gpu("V100 32GB", 32.0, None, 15.7, "Volta: no bf16; lapidar trains in fp16 with loss scaling there", 125.0),
         _gpu("RTX 3060", 12.0, 25.6, 12.7),
         _gpu("RTX 3090", 24.0, 71.0, 35.6),
         _gpu("RTX 4070 Ti Super", 16.0, 88.2, 44.1),
@@ -201,13 +208,33 @@ def use_bf16(precision: str, n_params: int) -> bool:
     return bf16_rule(precision, n_params, on_gpu, native_bf16())
 
 
-def quant_compute_bf16(precision: str) -> bool:
-    """Compute dtype of a 4-bit base: bf16 where asked for, or `auto` on a GPU with bf16; fp32 on CPU otherwise."""
+def fp16_rule(precision: str, on_gpu: bool, native: bool) -> bool:
+    """Whether a run trains under fp16 autocast with loss scaling, on a device described by `on_gpu`/`native`.
+
+    `auto` picks fp16 on a CUDA GPU without bf16 (T4, V100: the free notebook GPUs), where fp32 would leave the
+    tensor cores idle; elsewhere fp16 only when `precision` asks for it (`bf16_rule` decides first).
+    """
+    if precision != "auto":
+        return precision == "fp16"
+    return on_gpu and not native
+
+
+def use_fp16(precision: str) -> bool:
+    """`fp16_rule` for the device a run here uses (the first CUDA GPU, else this CPU)."""
     import torch
 
-    if precision != "auto":
-        return precision == "bf16"
-    return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
+    on_gpu = torch.cuda.is_available()
+    return fp16_rule(precision, on_gpu, native_bf16())
+
+
+def quant_compute_dtype(precision: str) -> Any:
+    """Compute dtype of a 4-bit base: bf16 where asked for or `auto` on a GPU with bf16, fp16 where the run trains in
+    fp16 (`fp16_rule`), fp32 otherwise (CPU)."""
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_available() and native_bf16()):
+        return torch.bfloat16
+    return torch.float16 if use_fp16(precision) else torch.float32
 
 
 def matmul_gflops(bf16: bool, n: int = 2048, seconds: float = 0.5, device: str = "cpu") -> float:
@@ -252,7 +279,7 @@ def this_machine(probe: bool = True, extra_available: float = 0.0) -> Device:
             props = torch.cuda.get_device_properties(0)
             for device in GPUS.values():
                 if _key(device.name.split()[0]) in _key(props.name):
-                    return Device(props.name, props.total_memory, device.bf16_tflops, device.fp32_tflops)
+                    return dataclasses.replace(device, name=props.name, memory=props.total_memory)
             bf16 = torch.cuda.is_bf16_supported()
             return Device(props.name, props.total_memory, 100.0 if bf16 else None, 20.0, note="not in the table")
     except ImportError:

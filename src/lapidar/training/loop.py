@@ -41,7 +41,7 @@ from lapidar.training.checkpoint import (
 )
 from lapidar.training.distributed import SHARING, World
 from lapidar.training.events import EventBus, MetricsSink, Sink, TrackerSink
-from lapidar.training.hardware import peak_rss_mib, use_bf16
+from lapidar.training.hardware import peak_rss_mib, use_bf16, use_fp16
 from lapidar.training.objectives import BatchLoss, Context, Objective, get_objective
 from lapidar.training.observers import EarlyStopping, plot_losses, read_metrics
 from lapidar.training.optim import build_optimizer
@@ -201,10 +201,11 @@ def fit(
     device = next(model.parameters()).device
     n_params = sum(p.numel() for p in model.parameters())
     bf16 = use_bf16(cfg.precision, n_params)
+    fp16 = not bf16 and use_fp16(cfg.precision)  # fp16 autocast, the loss scaled by a gradient scaler
     if cfg.neftune_alpha:
         neftune(model, cfg.neftune_alpha)
     padding_free = cfg.padding_free and enable_padding_free(model)
-    ctx = Context(model, tok, cfg, bf16, padding_free)
+    ctx = Context(model, tok, cfg, bf16, padding_free, fp16=fp16)
     objective_note = objective.start(ctx)  # before any checkpoint loads: a full-FT reference copies initial weights
     state = torch.load(resume_from / STATE_FILE, weights_only=False) if resume_from is not None else None
     if resume_from is not None:
@@ -214,6 +215,10 @@ def fit(
     train_model, optimizer = world.prepare(model, lambda m: build_optimizer(m, cfg, method.optimizer), cfg)
     train_ctx = dataclasses.replace(ctx, model=train_model)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    # fp16's range is narrow: the loss is scaled up before backward and the gradients back down before the step, a
+    # step whose gradients overflowed is skipped and the scale lowered (torch's GradScaler; off outside fp16).
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    skipped_steps = 0
     # A global micro-batch holds batch_size rows per process: the batches (and the loss) a single process with
     # batch_size x world_size would have, whatever the world size.
     global_batch = cfg.batch_size * world.size
@@ -240,6 +245,9 @@ def fit(
         history, window = state["history"], _Tally(state["window"])
         stopper.__dict__.update(state["stopper"])
         torch.set_rng_state(state["torch_rng"])
+        if fp16 and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        skipped_steps = state.get("skipped_steps", 0)
         # Forget what the interrupted run logged after this checkpoint; it will be logged again.
         metrics = run.run_dir / "metrics.jsonl"
         if world.main:
@@ -260,6 +268,8 @@ def fit(
             "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "scaler": scaler.state_dict(),
+            "skipped_steps": skipped_steps,
         }
 
     # Only process 0 reports and writes; the others train silently.
@@ -287,11 +297,17 @@ def fit(
         f"{' (padding-free)' if padding_free else ''}"
         f"{f'; {SHARING[world.strategy]}' if world.sharded else ''}"
         f"; {objective_note + '; ' if objective_note else ''}"
-        f"{'bf16 autocast' if bf16 else 'fp32'} on {device}"
+        f"{'bf16 autocast' if bf16 else 'fp16 autocast with loss scaling' if fp16 else 'fp32'} on {device}"
     )
     emit("start", message=header)
     for note in run.notes:
         emit("note", message=note)
+    if fp16 and device.type == "cpu":
+        emit(
+            "note",
+            message="fp16 on CPU: torch emulates it, many times slower than fp32; it is meant for GPUs without bf16 "
+            "(use --precision auto here)",
+        )
     if cfg.strategy != "ddp" and world.size == 1:
         emit(
             "note",
@@ -389,7 +405,7 @@ def fit(
                             else:
                                 sum(p.sum() for p in trainable).mul(0).backward()
                             continue
-                        world.backward(train_model, out.loss_sum * (0.0 if filler else scale))
+                        world.backward(train_model, scaler.scale(out.loss_sum * (0.0 if filler else scale)))
                     if not filler:
                         window.add(out)
                         step_tokens += out.tokens
@@ -403,7 +419,15 @@ def fit(
                     bus.emit("step", step=step + 1, total=total_steps, record={"train_loss": out.loss_sum.item()})
                     world.zero_grad(train_model, optimizer)
                     break
-                world.step(train_model, optimizer, trainable, cfg.max_grad_norm)
+                if world.step(train_model, optimizer, trainable, cfg.max_grad_norm, scaler):
+                    skipped_steps += 1
+                    if skipped_steps == 1:
+                        emit(
+                            "note",
+                            message=f"fp16: the gradients of step {step + 1} overflowed; the step was skipped and "
+                            f"the loss scale lowered to {scaler.get_scale():g} (normal in the first steps; the "
+                            "summary counts them)",
+                        )
                 scheduler.step()
                 step += 1
                 next_group += 1
@@ -497,10 +521,12 @@ def fit(
             "processes": world.size,
             "peak_memory_mib": peak_rss_mib(),
             "peak_memory_kind": "process RSS",
-            "precision": "bf16" if bf16 else "fp32",
+            "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
             "device": str(device),
         }
     )
+    if fp16:
+        summary["fp16_skipped_steps"] = skipped_steps
     if torch.cuda.is_available():
         summary["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     if world.main:

@@ -156,7 +156,8 @@ class Plan:
     gradient_checkpointing: bool = False
     checkpoint_layers: int = 0  # the first N decoder layers recompute their activations (gradient_checkpointing: all)
     weight_bytes: int = 2  # bytes per base weight as saved: 4 (fp32) or 2 (bf16)
-    bf16: bool = True  # bf16 autocast (else compute in the weights' dtype)
+    bf16: bool = True  # 16-bit autocast: bf16, or fp16 where `fp16` (else compute in the weights' dtype)
+    fp16: bool = False  # the 16-bit autocast is fp16 with loss scaling (GPUs without bf16); same bytes as bf16
     quant: str | None = None  # "4bit" / "8bit" base (QLoRA); implied by the qlora methods
     lora_r: int = 16
     lora_dropout: float = 0.05

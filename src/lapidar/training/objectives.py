@@ -87,8 +87,10 @@ def _add(stats: dict[str, tuple[float, int]], key: str, values: torch.Tensor) ->
     stats[key] = (s + values.sum().item(), n + values.numel())
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+def _autocast(ctx: Context):
+    """The run's 16-bit autocast (bf16, or fp16 under loss scaling), or none (fp32)."""
+    return torch.autocast(ctx.device.type, dtype=torch.float16 if ctx.fp16 else torch.bfloat16,
+                          enabled=ctx.bf16 or ctx.fp16)  # fmt: skip
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Context:
     bf16: bool
     padding_free: bool
     reference: Any = None
+    fp16: bool = False  # fp16 autocast (the loop scales the loss); bf16 and fp16 are never both on
 
     @property
     def device(self) -> torch.device:
@@ -170,7 +173,7 @@ def _encode_texts(tokenizer, examples: list[Example], cfg: TrainConfig, notes: l
 
 def _lm_batch(ctx: Context, items: Sequence[Encoded], split: str) -> BatchLoss:
     batch = ctx.tensors(items)
-    with _autocast(ctx.device, ctx.bf16):
+    with _autocast(ctx):
         loss_sum, n = causal_lm_loss(ctx.model, batch)
     return BatchLoss(loss_sum, n, sum(len(e.input_ids) for e in items))
 
@@ -359,7 +362,7 @@ class Reference:
     def logps(self, ctx: Context, keys: Sequence[Hashable], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reference log-probs [S] of `batch`, whose examples are named by `keys` for the cache."""
         if not all(k in self.cache for k in keys):
-            with _autocast(ctx.device, ctx.bf16):
+            with _autocast(ctx):
                 if self.frozen is not None:
                     values = sequence_logps(self.frozen, batch)
                 else:
@@ -384,7 +387,7 @@ def _dpo_batch(ctx: Context, rows: Sequence[PreferenceRow], split: str) -> Batch
     batch = ctx.tensors([r.answers[0] for r in rows] + [r.answers[1] for r in rows])
     keys = [(split, r.index, "chosen") for r in rows] + [(split, r.index, "rejected") for r in rows]
     ref_logps = ctx.reference.logps(ctx, keys, batch)
-    with _autocast(ctx.device, ctx.bf16):
+    with _autocast(ctx):
         logps = sequence_logps(ctx.model, batch)  # [2n]
     losses, r_chosen, r_rejected = dpo_loss(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:], ctx.cfg.beta)
     stats: dict[str, tuple[float, int]] = {}
@@ -413,13 +416,13 @@ def _kto_batch(ctx: Context, rows: Sequence[PreferenceRow], split: str) -> Batch
     ref_kl = ctx.reference.logps(
         ctx, [(split, r.index, "kl", o.index) for r, o in zip(rows, others, strict=True)], kl_batch
     )
-    with torch.no_grad(), _autocast(ctx.device, ctx.bf16):
+    with torch.no_grad(), _autocast(ctx):
         policy_kl = sequence_logps(ctx.model, kl_batch)
     kl = kto_kl(policy_kl, ref_kl)
 
     batch = ctx.tensors([r.answers[0] for r in rows])  # [n examples]
     ref_logps = ctx.reference.logps(ctx, [(split, r.index, "completion") for r in rows], batch)
-    with _autocast(ctx.device, ctx.bf16):
+    with _autocast(ctx):
         logps = sequence_logps(ctx.model, batch)  # [n]
     good = torch.tensor([r.good for r in rows], device=ctx.device)
     cfg = ctx.cfg
