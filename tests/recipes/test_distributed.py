@@ -92,6 +92,10 @@ def test_fsdp_shards_and_trains_what_one_process_trains(data, one_process, tmp_p
     one, two = train_losses(one_process), train_losses(run)
     assert len(two) == 20 and two[0] == pytest.approx(one[0], abs=1e-3)
     assert two[-1] == pytest.approx(one[-1], rel=0.02)
+    # Checkpoints hold each process's optimiser shard (torch.distributed.checkpoint), never the whole state.
+    checkpoint = next((run / "checkpoints").glob("step-*"))
+    assert len(list((checkpoint / "fsdp").glob("*.distcp"))) == 2 and (checkpoint / "fsdp" / ".metadata").is_file()
+    assert not list((run / "checkpoints").glob(".engine-*")), "the shards' staging directory is removed"
     # The adapter on disk is whole (gathered from the shards), a plain peft adapter.
     from peft import PeftModel
 
@@ -291,3 +295,23 @@ def test_ray_train_on_a_local_cluster_writes_one_run_directory(data, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["processes"] == 2 and (run / "adapter" / "adapter_config.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["run"], "one run directory"
+
+
+def test_resume_with_another_number_of_processes_is_refused(data, tmp_path):
+    # A checkpoint of 2 processes resumed by 1: its global steps were 2 x batch_size rows; refused in one line.
+    import torch
+    from rich.console import Console
+
+    from lapidar.config import TrainConfig
+    from lapidar.errors import UserError
+    from lapidar.recipes import train
+    from lapidar.training.checkpoint import STATE_FILE, latest_checkpoint
+
+    cfg = TrainConfig(data=str(data), max_steps=2, save_steps=1, batch_size=2, output=str(tmp_path / "run"))
+    _, run = train.main(cfg, Console(quiet=True))
+    state_file = latest_checkpoint(run) / STATE_FILE
+    state = torch.load(state_file, weights_only=False)
+    assert state["processes"] == 1
+    torch.save({**state, "processes": 2}, state_file)
+    with pytest.raises(UserError, match=r"written by 2 training processes and this run has 1; resume it with 2"):
+        train.main(train.resume_config(run), Console(quiet=True), resume=run)

@@ -9,7 +9,6 @@ import torch
 
 from lapidar.errors import UserError
 from lapidar.io import atomic_dir
-from lapidar.training.distributed import ENGINE_DIR
 
 __all__ = ["STATE_FILE", "latest_checkpoint", "load_checkpoint_weights", "save_checkpoint", "save_weights"]
 
@@ -44,13 +43,15 @@ def save_checkpoint(
 ) -> Path:
     """Write weights + optimiser/scheduler/RNG/loop state into checkpoints/step-N atomically; keep the last `keep`.
 
-    `engine_dir`: what a DeepSpeed engine wrote (every process's optimiser shard), moved in as ENGINE_DIR."""
+    `engine_dir`: what the processes of a sharded run wrote (each its optimiser shard: DeepSpeed's or fsdp's),
+    moved in under its own name; its parent directory, made for it, is removed."""
     root = run_dir / "checkpoints"
     path = root / f"step-{step:06d}"
     with atomic_dir(path) as tmp:
         _save_pretrained(model, tmp, state_dict)
         if engine_dir is not None:
-            shutil.move(str(engine_dir), str(tmp / ENGINE_DIR))
+            shutil.move(str(engine_dir), str(tmp / engine_dir.name))
+            shutil.rmtree(engine_dir.parent, ignore_errors=True)
         torch.save(state, tmp / STATE_FILE)
     done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file())
     for old in done[:-keep]:

@@ -34,6 +34,7 @@ __all__ = [
     "DEEPSPEED",
     "ENGINES",
     "ENGINE_DIR",
+    "FSDP_DIR",
     "SHARDED",
     "SHARING",
     "STRATEGIES",
@@ -289,52 +290,60 @@ class World:
         return out
 
     def optimizer_state(self, model: Any, optimizer: Any) -> dict | None:
-        """The optimiser's state for a checkpoint: whole (gathered on process 0, keyed by parameter name) under
-        fsdp; None under DeepSpeed, whose engine writes each process's shard itself (`save_engine`). Every process
-        must call it."""
-        if self.deepspeed:
-            return None
+        """The optimiser's state for the checkpoint's state file: a single process's or a DDP replica's; None when
+        sharded, where every process writes its own shard instead (`save_engine`)."""
+        return None if self.sharded else optimizer.state_dict()
+
+    def save_engine(self, train_model: Any, optimizer: Any, parent: Path) -> Path | None:
+        """When sharded: every process writes its shard of the optimiser states under `parent` (DeepSpeed's own
+        checkpoint format, or torch.distributed.checkpoint's for fsdp: no process gathers the whole state); returns
+        the directory to move into the checkpoint (named ENGINE_DIR or FSDP_DIR), None when not sharded. Every
+        process must call it; the directory must be on storage every node sees (as the run directory is)."""
         if not self.sharded:
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-
-    def save_engine(self, train_model: Any, path: Path) -> Path | None:
-        """Under DeepSpeed: every process writes its shard of the optimiser states into `path` (the engine's own
-        checkpoint format), to be moved into the checkpoint directory; None otherwise. Every process must call it."""
-        if not self.deepspeed:
             return None
-        train_model.save_checkpoint(str(path), tag=ENGINE_TAG, exclude_frozen_parameters=True)
+        if self.deepspeed:
+            path = parent / ENGINE_DIR
+            train_model.save_checkpoint(str(path), tag=ENGINE_TAG, exclude_frozen_parameters=True)
+        else:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            path = parent / FSDP_DIR
+            dcp.save({"optimizer": get_optimizer_state_dict(train_model, optimizer)}, checkpoint_id=str(path))
         self.barrier()
         return path
 
     def load_optimizer_state(self, train_model: Any, optimizer: Any, state: dict | None, checkpoint: Path) -> None:
         """Load what `optimizer_state` (or `save_engine`) saved into `checkpoint`; each process keeps its shard."""
-        if self.deepspeed:
-            engine_dir = checkpoint / ENGINE_DIR
-            if not (engine_dir / ENGINE_TAG).is_dir():
+        if self.sharded:
+            where = checkpoint / (ENGINE_DIR if self.deepspeed else FSDP_DIR)
+            found = (where / ENGINE_TAG).is_dir() if self.deepspeed else (where / ".metadata").is_file()
+            if not found:
                 raise UserError(
-                    f"{checkpoint} holds no DeepSpeed state ({ENGINE_DIR}/): it was not written by a "
-                    f"--strategy {self.strategy} run; resume it with the strategy it was trained with"
+                    f"{checkpoint} holds no {'DeepSpeed' if self.deepspeed else 'FSDP'} optimiser shards "
+                    f"({where.name}/): it was not written by a --strategy {self.strategy} run with this many "
+                    "processes; resume it with the --strategy and --nproc it was trained with"
                 )
+        if self.deepspeed:
             train_model.load_checkpoint(
-                str(engine_dir), tag=ENGINE_TAG, load_module_strict=False, load_lr_scheduler_states=False
+                str(where), tag=ENGINE_TAG, load_module_strict=False, load_lr_scheduler_states=False
             )
+            return
+        if self.sharded:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+            # The shapes to load into are the optimiser's own (torch initialises its states for this).
+            target = {"optimizer": get_optimizer_state_dict(train_model, optimizer)}
+            dcp.load(target, checkpoint_id=str(where))
+            set_optimizer_state_dict(train_model, optimizer, target["optimizer"])
             return
         if state is None:
             raise UserError(
-                f"{checkpoint} was written by a DeepSpeed run (it holds {ENGINE_DIR}/ and no optimiser state of "
-                f"its own); resume it with the --strategy (zero2, zero3 or zero3-offload) it was trained with"
+                f"{checkpoint} was written by a sharded run (its optimiser states are in {ENGINE_DIR}/ or "
+                f"{FSDP_DIR}/); resume it with the --strategy and --nproc it was trained with"
             )
-        if not self.sharded:
-            optimizer.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(train_model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        optimizer.load_state_dict(state)
 
     def no_sync(self, model: Any, last: bool) -> AbstractContextManager:
         """Skip DDP's gradient all-reduce on micro-batches before the last of an accumulated step (same result)."""
@@ -405,6 +414,7 @@ def _fully_shard(model: Any, device: torch.device, size: int) -> None:
 
 
 ENGINE_DIR = "deepspeed"  # inside a checkpoint: the DeepSpeed engine's own files (optimiser shards)
+FSDP_DIR = "fsdp"  # inside a checkpoint: fsdp's optimiser shards (torch.distributed.checkpoint, one file per process)
 ENGINE_TAG = "state"
 
 

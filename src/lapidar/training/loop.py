@@ -208,6 +208,12 @@ def fit(
     ctx = Context(model, tok, cfg, bf16, padding_free, fp16=fp16)
     objective_note = objective.start(ctx)  # before any checkpoint loads: a full-FT reference copies initial weights
     state = torch.load(resume_from / STATE_FILE, weights_only=False) if resume_from is not None else None
+    if state is not None and state.get("processes", world.size) != world.size:
+        # A global step is batch_size rows per process: another number of processes would train other steps.
+        raise UserError(
+            f"{resume_from} was written by {state['processes']} training processes and this run has {world.size}; "
+            f"resume it with {state['processes']} (`lapidar train --resume {run.run_dir}` starts as many as it used)"
+        )
     if resume_from is not None:
         load_checkpoint_weights(model, resume_from, method.adapter)  # whole weights, before any sharding
     # Training goes through the DDP-wrapped model (gradient all-reduce); evaluation, saving and the DPO/KTO
@@ -256,7 +262,7 @@ def fit(
         resumed_message = f"Resuming {run.run_dir} from {resume_from.name} (step {step} of {total_steps})"
 
     def loop_state() -> dict:
-        optimizer_state = world.optimizer_state(model, optimizer)  # a collective operation when sharded
+        optimizer_state = world.optimizer_state(model, optimizer)  # None when sharded: see save_engine
         return {
             "step": step,
             "epoch": epoch,
@@ -269,6 +275,7 @@ def fit(
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "scaler": scaler.state_dict(),
+            "processes": world.size,
             "skipped_steps": skipped_steps,
         }
 
@@ -368,7 +375,7 @@ def fit(
 
     def checkpoint() -> Path | None:
         state, whole = loop_state(), world.weights_to_save(model, method.adapter)  # every process takes part
-        engine = world.save_engine(train_model, run.run_dir / "checkpoints" / f".engine-{step:06d}")
+        engine = world.save_engine(train_model, optimizer, run.run_dir / "checkpoints" / f".engine-{step:06d}")
         path = (
             save_checkpoint(run.run_dir, model, step, cfg.keep_checkpoints, state, whole, engine)
             if world.main
