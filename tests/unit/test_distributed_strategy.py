@@ -27,7 +27,13 @@ def _peak(strategy: str, gpus: int = 8) -> float:
 def test_sharding_lowers_the_per_gpu_peak_in_the_order_of_the_stages():
     ddp, zero2, zero3, fsdp, offload = (_peak(s) for s in ("ddp", "zero2", "zero3", "fsdp", "zero3-offload"))
     assert ddp > zero2 > zero3 > offload
-    assert fsdp == zero3, "FSDP full sharding is estimated like ZeRO-3"
+    # FSDP2 shards like ZeRO-3 but steps the weights themselves: DeepSpeed keeps an fp32 master copy (4 bytes per
+    # parameter, sharded over the 8 GPUs; the GPU overhead grows with what the GPU holds).
+    from lapidar.training.estimate import model_shape
+    from lapidar.training.memory import GPU_SLACK
+
+    params = model_shape("qwen2.5-7b", "pretrained")[0].n_params
+    assert zero3 - fsdp == pytest.approx(params * 4 / 8 * (1 + GPU_SLACK), rel=1e-3)
     # One GPU shards nothing.
     assert _peak("zero3", gpus=1) == _peak("ddp", gpus=1)
 

@@ -506,14 +506,16 @@ def join(strategy: str = "ddp") -> World:
     """Join the process group torchrun set up (one process: a World of size 1, nothing initialised)."""
     if not in_launched_process():
         return World(strategy=strategy)
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     # accelerate reads RANK/WORLD_SIZE/MASTER_ADDR from torchrun and opens the group: gloo on CPU, NCCL on GPUs.
     # It is asked for nothing more: FSDP2 and DeepSpeed are driven by `World.prepare` (the strategy `accelerate
     # launch` asked for is the run's --strategy, see `launcher_strategy`), so its own plugins stay off.
     hidden = {name: os.environ.pop(name) for name in (_ACCELERATE_FSDP, _ACCELERATE_DEEPSPEED) if name in os.environ}
+    # DDP's gradients are views into its all-reduce buckets rather than a second copy of every gradient.
+    views = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
     try:
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[views])
     finally:
         os.environ.update(hidden)
     return World(accelerator.process_index, accelerator.num_processes, accelerator, strategy)

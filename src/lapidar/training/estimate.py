@@ -275,6 +275,7 @@ def plan_from_config(
     gpus: int = 1,
     zero: int = 0,
     offload: bool = False,
+    masters: bool = False,
 ) -> Plan:
     """The memory plan of a training config on `device` (with the widths of `stats` when the data is known)."""
     shape, weight_bytes = model_shape(cfg.model, cfg.init)
@@ -312,6 +313,7 @@ def plan_from_config(
         gpus=gpus,
         zero=zero,
         offload=offload,
+        fp32_masters=masters,
         device=device.kind,
         data_tokens=0 if stats is None else stats.tokens,
     )
@@ -502,9 +504,11 @@ def estimate(
     and optimiser states between them (`--nproc N --strategy fsdp` on CPU); the estimate is one process's.
     """
     offload = False
+    if shards > 1:
+        strategy = cfg.strategy
     if strategy is not None:
         # fsdp shards weights, gradients and optimiser states like ZeRO-3 (FSDP's FULL_SHARD).
-        stages = {"ddp": 0, "fsdp": 3, "zero2": 2, "zero3": 3, "zero3-offload": 3}
+        stages = {"ddp": 0, **SHARDED}
         if strategy not in stages:
             raise UserError(f"--strategy {strategy}: use one of {', '.join(stages)}")
         if zero and zero != stages[strategy]:
@@ -516,7 +520,7 @@ def estimate(
         raise UserError("--gpus must be at least 1")
     dev = _resolve_device(device, memory, probe)
     if shards > 1:
-        gpus, zero = shards, 3
+        gpus = shards
     elif dev.kind == "cpu" and gpus > 1:
         raise UserError("--gpus needs a GPU: name one with --device (e.g. --device 'A100 80GB')")
     notes: list[str] = []
@@ -527,7 +531,9 @@ def estimate(
             f"no --data: assumes every row is max_length={cfg.max_length} tokens and every token is trained "
             "(an upper bound); pass --data for real widths and the time per epoch"
         )
-    plan = plan_from_config(cfg, dev, stats, quant=quant, gpus=gpus, zero=zero, offload=offload)
+    # DeepSpeed's ZeRO (--strategy zero*, or --zero N) steps an fp32 copy of the trained weights; FSDP2 steps them.
+    masters = zero > 0 and strategy != "fsdp"
+    plan = plan_from_config(cfg, dev, stats, quant=quant, gpus=gpus, zero=zero, offload=offload, masters=masters)
     est = estimate_memory(plan)
     if dev.note:
         notes.append(f"{dev.name}: {dev.note}")

@@ -169,6 +169,7 @@ class Plan:
     gpus: int = 1
     zero: int = 0  # DeepSpeed-style ZeRO stage over `gpus`: 0 (plain data parallel), 2 or 3
     offload: bool = False  # zero3-offload: optimiser states (and the step) in CPU RAM, not on the GPU
+    fp32_masters: bool = False  # DeepSpeed ZeRO: an fp32 copy of the trained weights, sharded like the states
     device: str = "cuda"  # "cuda" or "cpu"
     data_tokens: int = 0  # tokenised training data held in memory (CPU baseline grows with it)
 
@@ -475,6 +476,11 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     else:
         largest = s.embedding_params
     step_temp = 2.0 * largest * param_bytes if cpu else grads
+    if plan.fp32_masters and zero:
+        # DeepSpeed's ZeRO optimiser steps fp32 partitions of the trained weights (a copy even of fp32 weights) and
+        # writes them back: 4 bytes per trained parameter more, the "K = 12" of the ZeRO paper (arXiv:1910.02054).
+        states += n_train * 4.0
+        notes.append("DeepSpeed: an fp32 master copy of the trained weights, sharded with the optimiser states")
     if zero >= 2:
         grads, states, step_temp = grads / n_gpus, states / n_gpus, step_temp / n_gpus
     if zero >= 3:
