@@ -46,7 +46,7 @@ from lapidar.training.distributed import (
     launch_ray,
     launcher_strategy,
 )
-from lapidar.training.estimate import check_fits
+from lapidar.training.estimate import check_disk, check_fits
 from lapidar.training.events import Sink, console_sink
 from lapidar.training.hardware import quant_compute_dtype, return_freed_blocks, use_bf16, use_fp16
 from lapidar.training.loop import RunData, StopRequest, TrainingDiverged, fit
@@ -140,6 +140,7 @@ def setup(cfg: TrainConfig, console: Console, resume: bool = False) -> RunData:
             raise UserError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
             )
+        check_disk(cfg, run_dir, console)  # before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg.model_dump(), run_dir / "config.yaml")
         write_json(

@@ -32,6 +32,7 @@ from lapidar.training.memory import (
     MemoryEstimate,
     ModelShape,
     Plan,
+    disk_bytes,
     estimate_memory,
     flops_per_token,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "DataStats",
     "Fix",
     "Report",
+    "check_disk",
     "check_fits",
     "checkpoint_choice",
     "data_stats",
@@ -671,6 +673,30 @@ def check_fits(cfg: TrainConfig, console: Console, data: list | None = None, pro
     if getattr(cfg, "force", False):
         console.print(f"[yellow]warning (--force):[/yellow] {escape(message)}")
         return None
+    raise UserError(message)
+
+
+def check_disk(cfg: TrainConfig, run_dir: Path, console: Console) -> None:
+    """Refuse, before anything is written, a run whose directory would outgrow the free space of its file system
+    (`disk_bytes`: the weights and up to keep_checkpoints + 1 checkpoints); `cfg.force` makes it a warning."""
+    import shutil
+
+    plan = plan_from_config(cfg, cpu_device(probe=False))
+    needed = disk_bytes(plan, cfg.keep_checkpoints)
+    where = run_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if needed <= free:
+        return
+    message = (
+        f"{run_dir}: this run writes up to {_gib(needed)} (its weights and up to {cfg.keep_checkpoints + 1} "
+        f"checkpoints with their optimiser states) but {where} has {_gib(free)} free; free some space, write the run "
+        "elsewhere with --output DIR, keep fewer checkpoints with --keep-checkpoints 1, or pass --force to try anyway"
+    )
+    if getattr(cfg, "force", False):
+        console.print(f"[yellow]warning (--force):[/yellow] {escape(message)}")
+        return
     raise UserError(message)
 
 

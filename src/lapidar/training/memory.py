@@ -38,6 +38,7 @@ __all__ = [
     "ModelShape",
     "Plan",
     "activation_bytes",
+    "disk_bytes",
     "estimate_memory",
     "flops_per_token",
     "layer_activation_bytes",
@@ -339,6 +340,24 @@ def _optimizer_bytes(plan: Plan, n_train: int, param_bytes: int) -> float:
         "adafactor": 0.02 * param_bytes,  # factored second moment: one row and one column per matrix
     }.get(plan.optimizer, 2 * param_bytes)
     return n_train * per_param
+
+
+# Tokenizer and config files saved beside every set of weights (tokenizer.json alone is 11 MB for Qwen2.5).
+SAVED_FILES_BYTES = 20 * 2**20
+
+
+def disk_bytes(plan: Plan, keep: int) -> float:
+    """Bytes a run directory grows to: the saved weights (the adapter in fp32, or the whole model in the dtype
+    training holds it) and up to `keep` + 1 checkpoints at once (a new one is complete before the oldest goes), each
+    the weights plus the optimiser states (and DeepSpeed's fp32 master copies)."""
+    n_train = trainable_params(plan)
+    if plan.adapter:
+        weights, param_bytes = n_train * 4.0, 4
+    else:
+        weights, param_bytes = plan.shape.n_params * float(plan.weight_bytes), plan.weight_bytes
+    states = _optimizer_bytes(plan, n_train, param_bytes) + (n_train * 4.0 if plan.fp32_masters and plan.zero else 0)
+    saved = weights + SAVED_FILES_BYTES
+    return saved + (keep + 1) * (saved + states)
 
 
 # ---------------------------------------------------------------- activations
