@@ -1,5 +1,5 @@
 """Before a run writes anything, lapidar checks that its directory will fit on the disk: the saved weights and up to
-keep_checkpoints + 1 checkpoints (weights + optimiser states). A full fine-tune of 7B keeps ~90 GB per checkpoint."""
+keep_checkpoints + 1 checkpoints (weights + optimiser states). A bf16 full fine-tune of 7B writes ~46 GB per checkpoint."""
 
 from __future__ import annotations
 
