@@ -322,7 +322,7 @@ class World:
                 raise UserError(
                     f"{checkpoint} holds no {'DeepSpeed' if self.deepspeed else 'FSDP'} optimiser shards "
                     f"({where.name}/): it was not written by a --strategy {self.strategy} run with this many "
-                    "processes; resume it with the --strategy and --nproc it was trained with"
+                    "processes; resume it with the strategy and number of processes it was trained with (--strategy, --nproc)"
                 )
         if self.deepspeed:
             train_model.load_checkpoint(
@@ -341,7 +341,7 @@ class World:
         if state is None:
             raise UserError(
                 f"{checkpoint} was written by a sharded run (its optimiser states are in {ENGINE_DIR}/ or "
-                f"{FSDP_DIR}/); resume it with the --strategy and --nproc it was trained with"
+                f"{FSDP_DIR}/); resume it with the strategy and number of processes it was trained with (--strategy, --nproc)"
             )
         optimizer.load_state_dict(state)
 
