@@ -273,14 +273,8 @@ class World:
             return whole
         # Only what peft saves (the adapter, and embeddings where they were resized), not the frozen base: peft picks
         # the entries from the sharded state dict, and just those are gathered.
-        from peft import get_peft_model_state_dict
-
         raw = model.state_dict()
-        key_of = {id(v): k for k, v in raw.items()}
-        found = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
-        picked = [k for k in found if k is not None]
-        if len(picked) != len(found):
-            raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
+        picked = _adapter_keys(model, raw)
         out: dict[str, torch.Tensor] = {}
         for key in picked:  # the same keys in the same order on every process: one all-gather each
             value = raw[key]
@@ -464,6 +458,24 @@ def _deepspeed_engine(model: Any, optimizer: Any, strategy: str, cfg: Any, devic
     return engine
 
 
+def _adapter_keys(model: Any, raw: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of `raw` (the model's sharded state dict) that peft saves for the adapter, in peft's order.
+
+    peft is handed each shard's local tensor, so that it only picks: from 0.22 on it gathers the DTensors it picks
+    itself, as a collective, which would hand back new tensors of every entry on every process (and gather a
+    second time what is gathered here one key at a time)."""
+    from peft import get_peft_model_state_dict
+    from torch.distributed.tensor import DTensor
+
+    local = {k: v.to_local() if isinstance(v, DTensor) else v for k, v in raw.items()}
+    key_of = {id(v): k for k, v in local.items()}
+    found = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=local).values()]
+    keys = [k for k in found if k is not None]
+    if len(keys) != len(found):
+        raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
+    return keys
+
+
 def _gather_zero3(model: Any, adapter: bool, main: bool) -> dict[str, torch.Tensor]:
     """ZeRO-3's partitioned weights gathered whole, one tensor at a time (on process 0; empty elsewhere): the
     adapter's entries as peft picks them, or the whole model (a tied weight under its first name only)."""
@@ -471,13 +483,7 @@ def _gather_zero3(model: Any, adapter: bool, main: bool) -> dict[str, torch.Tens
 
     raw = model.state_dict(keep_vars=True)  # the partitioned parameters themselves
     if adapter:
-        from peft import get_peft_model_state_dict
-
-        key_of = {id(v): k for k, v in raw.items()}
-        found = [key_of.get(id(v)) for v in get_peft_model_state_dict(model, state_dict=raw).values()]
-        keys = [k for k in found if k is not None]
-        if len(keys) != len(found):
-            raise RuntimeError("peft changed a tensor while picking the adapter's entries; cannot gather them")
+        keys = _adapter_keys(model, raw)
     else:
         seen: set[int] = set()
         keys = []
