@@ -205,3 +205,27 @@ def test_the_shared_cast_is_never_stale():
     assert again is not first and torch.equal(again, x.to(torch.bfloat16))
     assert _shared_cast(x.clone(), torch.bfloat16) is not again  # another tensor with the same values
     assert _shared_cast(x, torch.float32).data_ptr() == x.data_ptr()  # no cast needed: no copy
+
+
+def test_a_bf16_held_base_computes_in_fp32_without_keeping_an_fp32_copy():
+    """A bf16 checkpoint in a run that computes in fp32 (methods.upcast_for_fp32_compute): the fused layer upcasts
+    the 16-bit weight inside each matmul; outputs and gradients are those of the same weight held in fp32."""
+    (_, _), (held16, layer16) = _pair(dropout=0.1, bf16_base=True)
+    (_, _), (held32, layer32) = _pair(dropout=0.1, bf16_base=True)
+    layer32.base_layer.float()  # the exact upcast of the same bf16 values
+    for layer in (layer16, layer32):
+        layer.lora_B["default"].weight.data = layer32.lora_B["default"].weight.data.clone()
+    x = torch.randn(3, 7, 24)
+    assert layer16._fusable(x, (), {}) == "default"
+    saved: list[torch.dtype] = []
+    torch.manual_seed(5)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t, lambda t: t):
+        y16, gx16, g16 = _grads(held16, x, autocast=False)
+    torch.manual_seed(5)
+    y32, gx32, g32 = _grads(held32, x, autocast=False)
+    assert y16.dtype == gx16.dtype == torch.float32
+    for got, want in [(y16, y32), (gx16, gx32), *((g16[n], g32[n]) for n in g32)]:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.bfloat16 in saved, "the weight is kept as held (bf16) for the backward pass, not as an fp32 copy"
+    with held16.disable_adapter():  # the base alone (a preference run's reference pass)
+        torch.testing.assert_close(held16(x), held32.base_model.model[0].base_layer(x), rtol=1e-6, atol=1e-6)

@@ -25,6 +25,7 @@ __all__ = [
     "get_method",
     "quantization_config",
     "resolve_targets",
+    "upcast_for_fp32_compute",
 ]
 
 QWEN_LINEAR = set(LORA_TARGETS["all-linear"])
@@ -103,6 +104,47 @@ def frozen_linears_to_bf16(model, dtype: Any = None) -> int:
                 param.data = old.clone()
                 release_mapped_pages([old], live())
     return changed
+
+
+def upcast_for_fp32_compute(model) -> tuple[int, int, Any]:
+    """Make a run that computes in fp32 compute in fp32 on a checkpoint saved in 16 bits (Qwen2.5's are bf16).
+
+    Without autocast a bf16 weight makes its layer compute in bf16, so a bf16 checkpoint would train in pure bf16:
+    several times slower on a CPU that only emulates bf16, and not the fp32 the run says. Every 16-bit parameter
+    and buffer is upcast to fp32 (exact), except the frozen base weights under the fused LoRA layers
+    (`fused_lora.FusedLoraLinear`), which cast theirs inside each matmul: they stay 16-bit in memory, half the
+    bytes, with the same results. Returns (parameters upcast, parameters kept in 16 bits, the 16-bit dtype found or
+    None); (0, 0, None) for a model held in fp32 already.
+    """
+    import torch
+
+    from lapidar.methods.fused_lora import FusedLoraLinear
+    from lapidar.training.hardware import release_mapped_pages
+
+    narrow = (torch.bfloat16, torch.float16)
+    kept: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, FusedLoraLinear) and type(module.base_layer) is torch.nn.Linear:
+            weight = module.base_layer.weight
+            if not weight.requires_grad and weight.dtype in narrow:
+                kept.add(id(weight))
+    upcast = held = 0
+    found = None
+    for tensors in (list(model.parameters()), list(model.buffers())):
+        for tensor in tensors:
+            if tensor.dtype not in narrow:
+                continue
+            found = found or tensor.dtype
+            if id(tensor) in kept:
+                held += tensor.numel()
+                continue
+            old = tensor.data
+            tensor.data = old.float()
+            if isinstance(tensor, torch.nn.Parameter):
+                upcast += tensor.numel()
+            # Views of the mmapped checkpoint: let their pages go, one tensor at a time.
+            release_mapped_pages([old], [*model.parameters(), *model.buffers()])
+    return upcast, held, found
 
 
 def resolve_targets(names: list[str]) -> list[str]:

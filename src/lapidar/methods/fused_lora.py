@@ -72,13 +72,15 @@ def draw_seed() -> int:
 class _LoraLinear(torch.autograd.Function):
     """y = xc W^T + b + ((xc * m) A^T) B^T * s, with W and b frozen and every tensor in xc's dtype; m is the dropout
     mask of `seed` (none when seed is None). `xc` is `x` in the compute dtype, detached (possibly shared by the
-    projections that read the same input); `x` only carries the gradient, in its own dtype."""
+    projections that read the same input); `x` only carries the gradient, in its own dtype. W may be held in a
+    narrower dtype (a bf16 checkpoint computing in fp32): it is cast in the forward pass and again in the backward
+    pass, never kept in the compute dtype between them."""
 
     @staticmethod
     def forward(ctx, x, xc, weight, bias, lora_a, lora_b, scale: float, p: float, seed: int | None):
         # x, xc [..., in], weight [out, in], bias [out] | None, lora_a [r, in], lora_b [out, r]
         x2 = xc.reshape(-1, xc.shape[-1])
-        y = torch.nn.functional.linear(x2, weight, bias)  # [N, out]
+        y = torch.nn.functional.linear(x2, weight.to(xc.dtype), bias)  # [N, out]
         dropped = x2 if seed is None else x2 * keep_mask(x2.shape, p, x2.device, seed)[0]
         h = (dropped @ lora_a.t()) * scale  # [N, r]: the scaling folded into the rank-r activation
         y.addmm_(h, lora_b.t())
@@ -101,7 +103,7 @@ class _LoraLinear(torch.autograd.Function):
             through_lora = grad_h @ lora_a  # [N, in]
             if mask is not None:
                 through_lora.mul_(mask)
-            grad_x = torch.addmm(through_lora, g, weight).view(*grad.shape[:-1], weight.shape[1])
+            grad_x = torch.addmm(through_lora, g, weight.to(g.dtype)).view(*grad.shape[:-1], weight.shape[1])
             # Returned in x's dtype, so that the gradients of projections sharing an input add up in fp32, as
             # they do under autocast.
             grad_x = grad_x.to(ctx.x_dtype)
@@ -142,20 +144,36 @@ def lora_linear(
     scaling: float,
     p: float,
     seed: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """`linear(x, weight, bias) + linear(linear(dropout(x, p), lora_a), lora_b) * scaling` in one autograd node,
-    computed in `weight`'s dtype (x is cast to it once, and the copy shared with the next call on the same x); the
-    gradient of x comes back in x's dtype.
+    computed in `dtype` (default: `weight`'s; x is cast to it once, and the copy shared with the next call on the
+    same x); the gradient of x comes back in x's dtype.
 
-    `weight`, `bias`, `lora_a` and `lora_b` must have one dtype (the caller casts under autocast); `weight` and
-    `bias` must not require grad. `p > 0` applies the dropout mask `keep_mask(x.shape, p, x.device, seed)` (a fresh
+    `bias`, `lora_a` and `lora_b` must be in `dtype` (the caller casts under autocast); `weight` may be held in
+    another dtype (cast for each matmul, never kept cast); `weight` and `bias` must not require grad. `p > 0` applies the dropout mask `keep_mask(x.shape, p, x.device, seed)` (a fresh
     seed from `draw_seed` unless given); `p == 0` means no dropout (evaluation).
     """
-    xc = _shared_cast(x, weight.dtype)
+    xc = _shared_cast(x, dtype or weight.dtype)
     if p <= 0:
         return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling, 0.0, None)
     seed = draw_seed() if seed is None else seed
     return _LoraLinear.apply(x, xc, weight, bias, lora_a, lora_b, scaling / (1 - drop_rate(p)), p, seed)
+
+
+def _computes_in(held: torch.dtype, compute: torch.dtype) -> bool:
+    """Whether a frozen weight held in `held` computes in `compute` without autocast: the same dtype, or a 16-bit
+    weight upcast to fp32 (exact)."""
+    return held == compute or (compute == torch.float32 and held in (torch.bfloat16, torch.float16))
+
+
+def _held_narrower(base: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `base` is a plain linear layer whose weight is held in 16 bits while x arrives in fp32 outside
+    autocast (the layout `methods.upcast_for_fp32_compute` makes)."""
+    if type(base) is not nn.Linear or torch.is_autocast_enabled(x.device.type):
+        return False
+    weight = cast(nn.Linear, base).weight
+    return weight.dtype != x.dtype and _computes_in(weight.dtype, x.dtype)
 
 
 class FusedLoraLinear(PeftLoraLinear):
@@ -174,13 +192,20 @@ class FusedLoraLinear(PeftLoraLinear):
         a, b, dropout = self.lora_A[name], self.lora_B[name], self.lora_dropout[name]
         if a.bias is not None or b.bias is not None or not isinstance(dropout, nn.Dropout | nn.Identity):
             return None
-        if not torch.is_autocast_enabled(x.device.type) and not (x.dtype == base.weight.dtype == a.weight.dtype):
+        if not torch.is_autocast_enabled(x.device.type) and not (
+            x.dtype == a.weight.dtype and _computes_in(base.weight.dtype, x.dtype)
+        ):
             return None
         return name
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         name = self._fusable(x, args, kwargs)
         if name is None:
+            if self.disable_adapters and not args and not kwargs and _held_narrower(self.base_layer, x):
+                # The base alone (a preference run's reference pass): its 16-bit weight computes in x's dtype.
+                plain = cast(nn.Linear, self.base_layer)
+                bias = None if plain.bias is None else plain.bias.to(x.dtype)
+                return torch.nn.functional.linear(x, plain.weight.to(x.dtype), bias)
             return super().forward(x, *args, **kwargs)
         device = x.device.type
         base = cast(nn.Linear, self.base_layer)
@@ -192,6 +217,9 @@ class FusedLoraLinear(PeftLoraLinear):
             # The casts are autograd ops outside the fused node: gradients reach fp32 inputs and adapters in fp32,
             # as under autocast.
             bias = None if base.bias is None else base.bias.to(dtype)
+            # A frozen weight is cast inside the fused node (one projection at a time, never kept cast): a no-op where
+            # it is held in the compute dtype, the upcast of a 16-bit checkpoint's weight where the run computes in
+            # fp32 (`methods.upcast_for_fp32_compute`).
             return lora_linear(
-                x, base.weight.to(dtype), bias, a.weight.to(dtype), b.weight.to(dtype), self.scaling[name], p
+                x, base.weight, bias, a.weight.to(dtype), b.weight.to(dtype), self.scaling[name], p, dtype=dtype
             )

@@ -32,7 +32,14 @@ from lapidar.data.tokenize import answer_spans
 from lapidar.errors import UserError
 from lapidar.evaluation.diagnosis import diagnose, print_findings
 from lapidar.io import write_json
-from lapidar.methods import apply_method, frozen_linears_to_bf16, get_method, quantization_config, resolve_targets
+from lapidar.methods import (
+    apply_method,
+    frozen_linears_to_bf16,
+    get_method,
+    quantization_config,
+    resolve_targets,
+    upcast_for_fp32_compute,
+)
 from lapidar.models.loading import RUN_FILE, load_model, load_tokenizer, resolve_model
 from lapidar.models.qwen import checkpoint_first_layers
 from lapidar.models.tokens import add_new_tokens, init_new_rows, resize_embeddings
@@ -215,15 +222,39 @@ def load_prepared_model(run: RunData):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not cfg.gradient_checkpointing:
             checkpoint_first_layers(model, cfg.checkpoint_layers)
+    bf16 = use_bf16(cfg.precision, sum(p.numel() for p in model.parameters()))
+    fp32_compute = not bf16 and not use_fp16(cfg.precision) and quant is None
+    if fp32_compute and not method.fused_lora:
+        # A 16-bit checkpoint computing in fp32: upcast before the method reads the weights (DoRA's magnitudes,
+        # a full fine-tune's fp32 parameters and optimiser states).
+        _fp32_compute(model, cfg.precision, run.notes)
     model = apply_method(model, cfg, run.new_tokens.ids, run.notes)  # what the method says about this model
-    n_params = sum(p.numel() for p in model.parameters())
-    bf16 = use_bf16(cfg.precision, n_params)
     if method.bf16_frozen_base and quant is None and bf16:
         # Same losses as fp32 frozen weights under autocast, a third of their bytes (methods.frozen_linears_to_bf16).
         frozen_linears_to_bf16(model)
     elif not bf16 and use_fp16(cfg.precision):
         _fp16_weights(model, method.bf16_frozen_base and quant is None, run.notes)
+    elif fp32_compute and method.fused_lora:
+        _fp32_compute(
+            model, cfg.precision, run.notes
+        )  # after the LoRA layers exist: the weights under them stay 16-bit
     return model
+
+
+_WHY_FP32 = ": this device has no fast bf16, or the model is too small for it to pay"
+
+
+def _fp32_compute(model, precision: str, notes: list[str]) -> None:
+    """A run that computes in fp32 on a 16-bit checkpoint: hold it in fp32 (`methods.upcast_for_fp32_compute`)."""
+    upcast, held, narrow = upcast_for_fp32_compute(model)
+    if narrow is None:
+        return
+    name = "bf16" if narrow == torch.bfloat16 else "fp16"
+    kept = f"; the {held:,} frozen weights under the LoRA layers stay {name} in memory (half the bytes, same results)"
+    notes.append(
+        f"{name} checkpoint, and the run computes in fp32 (--precision {precision}{_WHY_FP32 if precision == 'auto' else ''}"
+        f"): {upcast:,} parameters are held in fp32 (an exact upcast){kept if held else ''}"
+    )
 
 
 def _fp16_weights(model, frozen_to_fp16: bool, notes: list[str]) -> None:

@@ -444,7 +444,7 @@ def precision(plan: Plan) -> str:
         return "fp16 autocast, loss scaling"
     if plan.bf16:
         return "bf16 autocast"
-    return "bf16" if plan.weight_bytes == 2 and plan.quant_bits is None else "fp32"
+    return "fp32"  # a 16-bit checkpoint is upcast for it (memory.as_trained)
 
 
 # ---------------------------------------------------------------- time
@@ -452,8 +452,7 @@ def precision(plan: Plan) -> str:
 
 def epoch_seconds(plan: Plan, stats: DataStats, device: Device, efficiency: float | None = None) -> tuple[float, float]:
     """(seconds per epoch, trained tokens per second) from the data's token counts and a throughput model."""
-    bf16 = plan.bf16 or plan.weight_bytes == 2
-    peak = device.peak_tflops(bf16, plan.fp16) * 1e12
+    peak = device.peak_tflops(plan.bf16, plan.fp16) * 1e12
     if efficiency is None:
         key = "cpu" if device.kind == "cpu" else ("cuda-quantised" if plan.quant_bits else "cuda")
         efficiency = EFFICIENCY[key]

@@ -7,6 +7,8 @@ The model follows the training loop (`training/loop.py`, `training/loss.py`) ste
   `prepare_model_for_kbit_training` upcasts everything else (embeddings, lm_head, norms) to fp32;
 - under bf16 autocast, LoRA-family runs hold the decoder's frozen fp32 linear weights in bf16
   (`methods.frozen_linears_to_bf16`; embeddings and norms keep their dtype);
+- a run that computes in fp32 holds a 16-bit checkpoint in fp32 (`methods.upcast_for_fp32_compute`), except the
+  frozen weights under the fused LoRA layers, which stay 16-bit (`as_trained`);
 - adapters (LoRA, DoRA...) are fp32; gradients and AdamW states have the dtype of the parameter they belong to;
 - compute runs under bf16 autocast where `hardware.use_bf16` says so; autocast then keeps a bf16 copy of every linear
   weight of fp32 models for the backward pass;
@@ -38,6 +40,7 @@ __all__ = [
     "ModelShape",
     "Plan",
     "activation_bytes",
+    "as_trained",
     "disk_bytes",
     "estimate_memory",
     "flops_per_token",
@@ -172,6 +175,9 @@ class Plan:
     offload: bool = False  # zero3-offload: optimiser states (and the step) in CPU RAM, not on the GPU
     fp32_masters: bool = False  # DeepSpeed ZeRO: an fp32 copy of the trained weights, sharded like the states
     device: str = "cuda"  # "cuda" or "cpu"
+    # Set by `as_trained`: a 16-bit checkpoint held in fp32 for fp32 compute, the fused LoRA layers' frozen base
+    # weights still in 2 bytes.
+    bases16: bool = False
     data_tokens: int = 0  # tokenised training data held in memory (CPU baseline grows with it)
 
     @property
@@ -305,9 +311,21 @@ def _head_trains(plan: Plan) -> bool:
     return False
 
 
+def as_trained(plan: Plan) -> Plan:
+    """`plan` with the weights in the dtype training holds them in: a 16-bit checkpoint (weight_bytes 2) in a run
+    that computes in fp32 (no autocast, no quantised base) is upcast to fp32, the frozen weights under the fused
+    LoRA layers excepted (`methods.upcast_for_fp32_compute`). Every other plan is returned as it is."""
+    if plan.bf16 or plan.weight_bytes != 2 or plan.quant_bits is not None:
+        return plan
+    return plan.with_(weight_bytes=4, bases16=True)
+
+
 def weight_bytes(plan: Plan) -> float:
     """Bytes of the base model's weights as lapidar holds them during training (one full copy)."""
     s = plan.shape
+    if plan.bases16 and plan.adapter and plan.method_entry.fused_lora:
+        held16 = s.layers * sum(a * b for a, b in (s.module_dims(m) for m in plan.targets))
+        return s.n_params * 4 - held16 * 2
     if plan.bf16_frozen_linears:
         return s.n_params * 4 - s.layers * s.layer_linear_params * 2
     if plan.quant_bits is None:
@@ -350,6 +368,7 @@ def disk_bytes(plan: Plan, keep: int) -> float:
     """Bytes a run directory grows to: the saved weights (the adapter in fp32, or the whole model in the dtype
     training holds it) and up to `keep` + 1 checkpoints at once (a new one is complete before the oldest goes), each
     the weights plus the optimiser states (and DeepSpeed's fp32 master copies)."""
+    plan = as_trained(plan)
     n_train = trainable_params(plan)
     if plan.adapter:
         weights, param_bytes = n_train * 4.0, 4
@@ -473,6 +492,7 @@ def estimate_memory(plan: Plan) -> MemoryEstimate:
     temporaries). Gradients from earlier micro-batches are alive during the next ones (grad_accum > 1); on CPU the
     heap pages of freed gradients stay resident, so they count in every moment there.
     """
+    plan = as_trained(plan)
     s = plan.shape
     notes: list[str] = []
     cpu = plan.device == "cpu"
