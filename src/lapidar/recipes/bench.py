@@ -31,7 +31,7 @@ from rich.table import Table
 
 from lapidar.data.formats import bundled_example
 from lapidar.io import write_json, write_text
-from lapidar.training.hardware import matmul_gflops, native_bf16, peak_rss_mib
+from lapidar.training.hardware import cpu_kind, matmul_gflops, native_bf16, peak_rss_mib
 
 __all__ = [
     "BenchSpec",
@@ -552,6 +552,7 @@ def print_report(console: Console, report: dict) -> None:
     )
     console.print(table)
     console.print(
+        f"CPU kind: {report.get('cpu_kind', 'not recorded')}; "
         f"matmul peak (4096x4096): {report['matmul_peak_gflops']:.0f} GFLOP/s bf16, "
         f"{report['matmul_peak_fp32_gflops']:.0f} GFLOP/s fp32 (MFU against the stack's precision); target validation loss "
         f"{report['target_val_loss']:.4f}; largest train-loss difference per step {report['max_train_loss_diff']:.4f}, "
@@ -571,8 +572,9 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
     peak = matmul_peak(bf16=True)
     peak_fp32 = matmul_peak(bf16=False)
     native = native_bf16()
+    kind = cpu_kind()
     console.print(
-        f"matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32 (native bf16: {native}); "
+        f"CPU kind: {kind}; matmul peak: {peak:.0f} GFLOP/s bf16, {peak_fp32:.0f} GFLOP/s fp32; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     results = {}
@@ -585,6 +587,7 @@ def main(spec: BenchSpec, output: Path, console: Console, n_train: int = 256, n_
         "matmul_peak_gflops": peak,
         "matmul_peak_fp32_gflops": peak_fp32,
         "native_bf16": native,
+        "cpu_kind": kind,
         "load_average": os.getloadavg(),
         "lengths": {
             "rows": len(lengths),

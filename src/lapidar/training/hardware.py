@@ -7,6 +7,7 @@ GPU numbers are the vendors' published dense (no sparsity) peaks; memory is what
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ __all__ = [
     "Device",
     "bf16_rule",
     "cpu_device",
+    "cpu_kind",
     "cpu_native_bf16",
     "find_gpu",
     "fp16_rule",
     "matmul_gflops",
     "native_bf16",
+    "onednn_isa_cap",
     "parse_memory",
     "peak_rss_mib",
     "quant_compute_dtype",
@@ -166,10 +169,37 @@ def _cpu_flags() -> str:
     return path.read_text() if path.is_file() else ""
 
 
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which its bf16 kernels still use bf16 instructions.
+_BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "ALL", "DEFAULT"}
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA oneDNN (torch's CPU matmuls) is capped at by ONEDNN_MAX_CPU_ISA, upper-case; None when unset."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return value or None
+
+
 def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow.
+
+    ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 (e.g. AVX512_CORE, AVX2) keeps oneDNN off those instructions, and
+    bf16 is then emulated (measured on an AVX512-BF16 EPYC: 174 GFLOP/s at AVX512_CORE, 1.3 at AVX2, against
+    ~220 fp32), so it counts as no native bf16. It is also how to run the other CPU kind's path on this one."""
     flags = _cpu_flags()
+    cap = onednn_isa_cap()
+    if cap is not None and cap not in _BF16_ISAS:
+        return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_kind() -> str:
+    """The CPU kind in words, for reports: native bf16 or not, and why."""
+    flags = _cpu_flags()
+    has = "AMX" if "amx_bf16" in flags else ("AVX512-BF16" if "avx512_bf16" in flags else None)
+    cap = onednn_isa_cap()
+    if has and not cpu_native_bf16():
+        return f"no native bf16 ({has} present, oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA)"
+    return f"native bf16 ({has})" if has else "no native bf16 (no AVX512-BF16/AMX)"
 
 
 def cpu_has_amx() -> bool:
